@@ -1,0 +1,47 @@
+# Stage 5: γ-grid curves of simulated datasets, KDE calibration and coverage-recalibrated thresholds.
+
+
+rule curves:
+    input:
+        model="results/models/{est}/model.pt",
+        manifest="results/data/{dataset}/manifest.json",
+        masks="results/data/{dataset}/masks.zarr",
+    output:
+        "results/curves/{est}/{dataset}.npz",
+    params:
+        grid=config["inference"]["grid"],
+    log:
+        "logs/curves/{est}/{dataset}.log",
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    script:
+        "../workflow/scripts/curves.py"
+
+
+rule calibrate:
+    input:
+        kde=f"results/curves/{{est}}/{config['calibrate']['kde_dataset']}.npz",
+        coverage=f"results/curves/{{est}}/{config['calibrate']['coverage_dataset']}.npz",
+    output:
+        kde="results/calibration/{est}/kde.npz",
+        thresholds="results/calibration/{est}/thresholds.json",
+        coverage="results/calibration/{est}/coverage.csv",
+    params:
+        calibrate=config["calibrate"],
+        levels=config["inference"]["levels"],
+        seed=config["seed"],
+    log:
+        "logs/calibrate/{est}.log",
+    conda:
+        "../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../workflow/scripts/calibrate.py"

@@ -1,0 +1,91 @@
+# Config validation and helpers shared by the stage rules.
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# Jobs import this checkout's library (src/) whatever environment runs them (venv, conda env, cluster node).
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+# numba (lenstronomy EPL_NUMBA) caches compiled code here instead of read-only site-packages.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(".numba_cache").resolve()))
+
+from lensinfer.config import ConfigError, check_config, dataset_shards, observation_lenses  # noqa: E402
+
+validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+try:
+    check_config(config, base_dir=".")
+except ConfigError as err:
+    raise WorkflowError(f"invalid configuration: {err}") from None
+
+ESTIMATOR = "nre"
+DATASETS = sorted(config["datasets"])
+LENSES = observation_lenses(config)
+CURVE_DATASETS = sorted(
+    {config["calibrate"]["kde_dataset"], config["calibrate"]["coverage_dataset"]}
+    | set(config["inference"]["cdm_datasets"])
+)
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    shard=r"\d+",
+    lens="|".join(l.replace("+", r"\+").replace(".", r"\.") for l in LENSES),
+
+
+SIM_SECTIONS = ("seed", "cosmology", "instrument", "renderer", "lens", "subhalos", "storage")
+
+
+def simulation_params(wildcards):
+    """Everything a shard depends on: a change of any of these reruns the simulation."""
+    return {k: config[k] for k in SIM_SECTIONS} | {"dataset": config["datasets"][wildcards.dataset]}
+
+
+def mock_params(wildcards):
+    """Everything the mock observations depend on."""
+    return {k: config[k] for k in SIM_SECTIONS} | {"observations": config["observations"]}
+
+
+def shards_of(wildcards):
+    return expand(
+        "results/sims/{dataset}/shard_{shard}.zarr",
+        dataset=wildcards.dataset,
+        shard=dataset_shards(config, wildcards.dataset),
+    )
+
+
+def merged(dataset):
+    return {
+        "manifest": f"results/data/{dataset}/manifest.json",
+        "table": f"results/data/{dataset}/table.zarr",
+        "stats": f"results/data/{dataset}/stats.json",
+        "masks": f"results/data/{dataset}/masks.zarr",
+    }
+
+
+def processed_lenses():
+    return expand("results/observations/processed/{lens}/metadata.json", lens=LENSES)
+
+
+def all_targets():
+    return [
+        f"results/models/{ESTIMATOR}/model.pt",
+        f"results/calibration/{ESTIMATOR}/thresholds.json",
+        f"results/inference/{ESTIMATOR}/summary.json",
+        *expand(
+            "results/inference/{est}/cdm_{dataset}.json",
+            est=ESTIMATOR,
+            dataset=config["inference"]["cdm_datasets"],
+        ),
+        *plot_targets(),
+    ]
+
+
+def plot_targets():
+    return expand(
+        "results/plots/{name}.png",
+        name=["training", "examples", "observations", "gamma_curves", "coverage"],
+    )

@@ -1,0 +1,23 @@
+# Stage 3: masks of radius 1.5·θE around the true lens centre (lenstronomy pixel-centre convention).
+
+
+rule mask:
+    input:
+        manifest="results/data/{dataset}/manifest.json",
+        table="results/data/{dataset}/table.zarr",
+    output:
+        directory("results/data/{dataset}/masks.zarr"),
+    params:
+        pixel_scale=config["instrument"]["pixel_scale"],
+        radius_theta_E=config["mask"]["radius_theta_E"],
+        chunk_images=config["storage"]["chunk_images"],
+    log:
+        "logs/mask/{dataset}.log",
+    conda:
+        "../envs/simulate.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        "../workflow/scripts/mask.py"

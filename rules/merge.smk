@@ -1,0 +1,23 @@
+# Stage 2: gather the shards of a dataset: manifest with checksums, merged parameter table, whitening stats.
+
+
+rule merge:
+    input:
+        shards_of,
+    output:
+        manifest="results/data/{dataset}/manifest.json",
+        table=directory("results/data/{dataset}/table.zarr"),
+        stats="results/data/{dataset}/stats.json",
+    params:
+        pixel_scale=config["instrument"]["pixel_scale"],
+        radius_theta_E=config["mask"]["radius_theta_E"],
+    log:
+        "logs/merge/{dataset}.log",
+    conda:
+        "../envs/simulate.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        "../workflow/scripts/merge.py"

@@ -1,0 +1,88 @@
+# Stage 6: observations — mock HST-like frames (offline demo), local FITS files, or MAST downloads —
+# then the same preprocessing for all: background, recentring, flux-conserving resampling, noise, mask.
+
+localrules:
+    fetch_hst,
+
+
+def raw_frame(wildcards):
+    source = config["observations"]["source"]
+    if source == "local":
+        entry = next(
+            e
+            for e in config["observations"]["lenses"]
+            if not isinstance(e, str) and e["name"] == wildcards.lens
+        )
+        return str(Path(config["observations"]["local_dir"]) / entry["file"])
+    return f"results/observations/raw/{wildcards.lens}/science.fits"
+
+
+rule observe_mock:
+    output:
+        frames=expand("results/observations/raw/{lens}/science.fits", lens=LENSES),
+        truths=expand("results/observations/raw/{lens}/truth.json", lens=LENSES),
+    params:
+        sim=mock_params,
+        lenses=LENSES,
+    log:
+        "logs/observe/mock.log",
+    conda:
+        "../envs/simulate.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../workflow/scripts/observe_mock.py"
+
+
+rule fetch_hst:
+    output:
+        frame="results/observations/raw/{lens}/science.fits",
+        manifest="results/observations/raw/{lens}/manifest.json",
+    params:
+        mast=config["observations"]["mast"],
+        lenses=config["observations"].get("lenses", []),
+        instrument=config["instrument"],
+    log:
+        "logs/observe/fetch_{lens}.log",
+    conda:
+        "../envs/observe.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    script:
+        "../workflow/scripts/fetch_hst.py"
+
+
+ruleorder: observe_mock > fetch_hst
+
+
+rule preprocess:
+    input:
+        frame=raw_frame,
+    output:
+        image="results/observations/processed/{lens}/image.npy",
+        mask="results/observations/processed/{lens}/mask.npy",
+        metadata="results/observations/processed/{lens}/metadata.json",
+        figure=report(
+            "results/observations/processed/{lens}/diagnostic.png",
+            caption="../report/preprocess.rst",
+            category="Observations",
+            labels={"lens": "{lens}"},
+        ),
+    params:
+        observations=config["observations"],
+        instrument=config["instrument"],
+        mask=config["mask"],
+    log:
+        "logs/observe/preprocess_{lens}.log",
+    conda:
+        "../envs/observe.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../workflow/scripts/preprocess.py"

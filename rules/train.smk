@@ -1,0 +1,30 @@
+# Stage 4: train the ResNet likelihood-ratio estimator (a GPU rule; runs on the CPU when no GPU is present).
+
+
+rule train_nre:
+    input:
+        train=multiext(f"results/data/{config['train']['dataset']}/", "manifest.json", "stats.json"),
+        train_masks=merged(config["train"]["dataset"])["masks"],
+        val=f"results/data/{config['train']['val_dataset']}/manifest.json",
+        val_masks=merged(config["train"]["val_dataset"])["masks"],
+    output:
+        model="results/models/nre/model.pt",
+        history="results/models/nre/history.csv",
+    params:
+        model=config["model"],
+        train=config["train"],
+        seed=config["seed"],
+        checkpoint_dir="results/models/nre/checkpoints",
+    log:
+        "logs/train/nre.log",
+    benchmark:
+        "logs/train/nre.benchmark.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=1440,
+    script:
+        "../workflow/scripts/train_nre.py"

@@ -1,0 +1,160 @@
+"""Configuration checks beyond the JSON schema, and helpers the workflow uses to expand the DAG.
+
+The schema (``schemas/config.schema.yaml``) checks types, unknown keys and fills defaults. This module checks what
+a schema cannot: that priors are well formed with low < high, that redshift and slope priors lie in their
+physical ranges, that datasets named by other sections exist, that files exist, and that the inference grid lies
+inside the training prior. Every error names the config key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from .simulate.priors import PriorError, check_prior, prior_bounds
+
+__all__ = ["ConfigError", "check_config", "iter_priors", "dataset_shards", "observation_lenses", "load_config"]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the key."""
+
+
+def iter_priors(config: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    """(dotted key, spec) of every prior in the config."""
+    lens = config["lens"]
+    for k in ("z_lens", "z_source"):
+        yield f"lens.{k}", lens[k]
+    for k, v in lens["main"].items():
+        yield f"lens.main.{k}", v
+    for section in ("shear", "multipoles", "lens_light", "source"):
+        for k, v in (lens.get(section) or {}).items():
+            if k != "type":
+                yield f"lens.{section}.{k}", v
+    for k in ("e1", "e2"):
+        yield f"subhalos.{k}", config["subhalos"][k]
+    for name, ds in config["datasets"].items():
+        pop = ds["population"]
+        for k in ("gamma", "n_sub"):
+            if k in pop:
+                yield f"datasets.{name}.population.{k}", pop[k]
+    mock = config.get("observations", {}).get("mock", {})
+    if "population" in mock:
+        for k in ("gamma", "n_sub"):
+            if k in mock["population"]:
+                yield f"observations.mock.population.{k}", mock["population"][k]
+
+
+def _within(key: str, spec: Any, low: float, high: float, what: str) -> None:
+    lo, hi = prior_bounds(spec)
+    if lo < low or hi > high:
+        raise ConfigError(f"{key}: {what} must lie in [{low}, {high}]; the prior {spec!r} spans [{lo}, {hi}]")
+
+
+def check_config(config: Mapping[str, Any], base_dir: str | Path = ".") -> None:
+    """Raise :class:`ConfigError` on the first semantic problem (after schema validation)."""
+    for key, spec in iter_priors(config):
+        try:
+            check_prior(spec, key)
+        except PriorError as exc:
+            raise ConfigError(str(exc)) from None
+    lens = config["lens"]
+    _within("lens.z_lens", lens["z_lens"], 1e-3, 10.0, "the lens redshift")
+    _within("lens.z_source", lens["z_source"], 1e-3, 20.0, "the source redshift")
+    if prior_bounds(lens["z_source"])[0] <= prior_bounds(lens["z_lens"])[1]:
+        raise ConfigError("lens.z_source: the source prior must lie entirely above the lens prior (z_source > z_lens)")
+    _within("lens.main.gamma", lens["main"]["gamma"], 1.01, 2.99, "the main-lens slope")
+    _within("lens.main.theta_E", lens["main"]["theta_E"], 1e-3, 10.0, "the Einstein radius (arcsec)")
+    lo_m, hi_m = config["subhalos"]["log10_mass"]
+    if not lo_m < hi_m:
+        raise ConfigError(f"subhalos.log10_mass: need low < high, got {[lo_m, hi_m]}")
+    for name, ds in config["datasets"].items():
+        pop = ds["population"]
+        key = f"datasets.{name}.population"
+        if pop["profile"] == "EPL" and "gamma" not in pop and "gamma_values" not in pop:
+            raise ConfigError(f"{key}: an EPL population needs 'gamma' (a prior) or 'gamma_values' (a list)")
+        if "gamma" in pop and "gamma_values" in pop:
+            raise ConfigError(f"{key}: give either 'gamma' or 'gamma_values', not both")
+        if "gamma" in pop:
+            _within(f"{key}.gamma", pop["gamma"], 1.01, 2.99, "the subhalo population slope γ")
+        lo_n, _ = prior_bounds(pop["n_sub"])
+        if lo_n < 0:
+            raise ConfigError(f"{key}.n_sub: the number of subhalos cannot be negative")
+    names = set(config["datasets"])
+    refs = {
+        "train.dataset": config["train"]["dataset"],
+        "train.val_dataset": config["train"]["val_dataset"],
+        "calibrate.kde_dataset": config["calibrate"]["kde_dataset"],
+        "calibrate.coverage_dataset": config["calibrate"]["coverage_dataset"],
+    }
+    refs.update({f"inference.cdm_datasets[{i}]": d for i, d in enumerate(config["inference"]["cdm_datasets"])})
+    for key, name in refs.items():
+        if name not in names:
+            raise ConfigError(f"{key}: dataset {name!r} is not defined; defined datasets: {sorted(names)}")
+    train_pop = config["datasets"][config["train"]["dataset"]]["population"]
+    if "gamma" not in train_pop:
+        raise ConfigError(f"datasets.{config['train']['dataset']}.population.gamma: the training set needs a γ prior")
+    cov_pop = config["datasets"][config["calibrate"]["coverage_dataset"]]["population"]
+    if "gamma_values" not in cov_pop:
+        raise ConfigError(f"calibrate.coverage_dataset: dataset {config['calibrate']['coverage_dataset']!r} needs "
+                          "fixed 'gamma_values' to measure coverage")
+    grid = config["inference"]["grid"]
+    lo, hi = prior_bounds(train_pop["gamma"])
+    if not (grid["low"] < grid["high"]) or grid["low"] < lo - 1e-9 or grid["high"] > hi + 1e-9:
+        raise ConfigError(f"inference.grid: [low, high] = [{grid['low']}, {grid['high']}] must be an interval inside "
+                          f"the training γ prior [{lo}, {hi}]")
+    if config["train"]["batch_size"] > config["datasets"][config["train"]["dataset"]]["n_shards"] * \
+            config["datasets"][config["train"]["dataset"]]["shard_size"]:
+        raise ConfigError("train.batch_size: larger than the training set")
+    psf = config["instrument"]["psf"]
+    if psf["type"] == "gaussian" and "fwhm" not in psf:
+        raise ConfigError("instrument.psf.fwhm: required for a gaussian PSF")
+    if psf["type"] == "pixel":
+        if "path" not in psf:
+            raise ConfigError("instrument.psf.path: required for a pixel PSF")
+        if not (Path(base_dir) / psf["path"]).exists():
+            raise ConfigError(f"instrument.psf.path: file {psf['path']!r} does not exist")
+    obs = config["observations"]
+    if obs["source"] == "local":
+        if "local_dir" not in obs:
+            raise ConfigError("observations.local_dir: required when observations.source is 'local'")
+        if not (Path(base_dir) / obs["local_dir"]).is_dir():
+            raise ConfigError(f"observations.local_dir: folder {obs['local_dir']!r} does not exist")
+        if not obs.get("lenses"):
+            raise ConfigError("observations.lenses: list the lenses (name, file, ra/dec or SLACS name) for source 'local'")
+        for i, entry in enumerate(obs["lenses"]):
+            if isinstance(entry, str) or "file" not in entry:
+                raise ConfigError(f"observations.lenses[{i}].file: required for source 'local'")
+            if not (Path(base_dir) / obs["local_dir"] / entry["file"]).exists():
+                raise ConfigError(f"observations.lenses[{i}].file: {entry['file']!r} not found in {obs['local_dir']!r}")
+    if obs["source"] == "mast" and not obs.get("lenses"):
+        raise ConfigError("observations.lenses: list the lenses to download for source 'mast'")
+    if obs["source"] == "mock" and "population" not in obs["mock"]:
+        raise ConfigError("observations.mock.population: required for source 'mock'")
+
+
+def dataset_shards(config: Mapping[str, Any], dataset: str) -> list[int]:
+    """Shard indices of a dataset."""
+    return list(range(int(config["datasets"][dataset]["n_shards"])))
+
+
+def observation_lenses(config: Mapping[str, Any]) -> list[str]:
+    """Names of the lenses the observation branch produces."""
+    from .observe.lenses import SLACS_REFERENCE_LENSES
+
+    obs = config["observations"]
+    if obs["source"] == "mock":
+        return [spec.name for spec in SLACS_REFERENCE_LENSES[: obs["mock"]["n_lenses"]]]
+    return [entry if isinstance(entry, str) else entry["name"] for entry in obs["lenses"]]
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Load a YAML config and validate it like the workflow does (schema defaults + :func:`check_config`)."""
+    import yaml
+    from snakemake.utils import validate
+
+    config = yaml.safe_load(Path(path).read_text())
+    schema = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+    validate(config, str(schema))
+    check_config(config, Path(path).resolve().parent.parent)
+    return config

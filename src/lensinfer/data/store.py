@@ -1,0 +1,200 @@
+"""The simulation data contract: zarr shard stores and the merged manifest.
+
+A shard is a zarr v3 group::
+
+    shard.zarr/
+      images           (N, H, W) float32, chunked by blocks of images, e⁻/s
+      params           (N, K) float64, one column per drawn scalar (names in attrs["columns"])
+      image_seed       (N,) uint64, the seed of each image's generator (regenerates the image alone)
+      subhalos         (M, S) float64, every subhalo of every image (names in attrs["subhalo_columns"])
+      subhalo_offsets  (N + 1,) int64, rows of image i are subhalos[offsets[i]:offsets[i+1]]
+      attrs: dataset, shard, seed, config_hash, lensinfer_version, pixel_scale, num_pix, units
+
+Shards are written to a temporary sibling and renamed into place, so a killed job never leaves a store that looks
+complete. Nothing time-dependent is written: the same inputs give byte-identical stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec, BloscShuffle
+
+__all__ = [
+    "ShardData",
+    "write_shard",
+    "read_shard_table",
+    "open_images",
+    "directory_sha256",
+    "Manifest",
+    "write_manifest",
+    "load_manifest",
+    "write_table",
+    "read_table",
+]
+
+_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.shuffle)
+
+
+@dataclass
+class ShardData:
+    """In-memory content of one shard."""
+
+    images: np.ndarray
+    params: np.ndarray
+    columns: list[str]
+    image_seed: np.ndarray
+    subhalos: np.ndarray
+    subhalo_columns: list[str]
+    subhalo_offsets: np.ndarray
+
+
+def _atomic_dir(path: Path) -> Path:
+    tmp = path.with_name(path.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    return tmp
+
+
+def _commit_dir(tmp: Path, path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def _array(group: zarr.Group, name: str, data: np.ndarray, chunks: tuple[int, ...]) -> None:
+    arr = group.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype, compressors=[_COMPRESSOR])
+    if data.size:
+        arr[...] = data
+
+
+def write_shard(path: str | Path, data: ShardData, attrs: Mapping[str, Any], chunk_images: int = 256) -> None:
+    """Write a shard store atomically (temporary directory, then rename)."""
+    path = Path(path)
+    n = data.images.shape[0]
+    if not (data.params.shape[0] == data.image_seed.shape[0] == n == data.subhalo_offsets.shape[0] - 1):
+        raise ValueError("images, params, image_seed and subhalo_offsets disagree on the number of images")
+    if data.params.shape[1] != len(data.columns):
+        raise ValueError("params has a different number of columns than its column names")
+    tmp = _atomic_dir(path)
+    group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    _array(group, "images", data.images.astype(np.float32, copy=False), (max(1, min(chunk_images, n)),) + data.images.shape[1:])
+    _array(group, "params", data.params.astype(np.float64, copy=False), (max(1, n), data.params.shape[1]))
+    _array(group, "image_seed", data.image_seed.astype(np.uint64, copy=False), (max(1, n),))
+    m = data.subhalos.shape[0]
+    _array(group, "subhalos", data.subhalos.astype(np.float64, copy=False), (max(1, min(m, 65536)), data.subhalos.shape[1]))
+    _array(group, "subhalo_offsets", data.subhalo_offsets.astype(np.int64, copy=False), (n + 1,))
+    group.attrs.update(dict(attrs, columns=list(data.columns), subhalo_columns=list(data.subhalo_columns), n_images=n))
+    _commit_dir(tmp, path)
+
+
+def read_shard_table(path: str | Path) -> tuple[np.ndarray, list[str], np.ndarray, dict[str, Any]]:
+    """(params, columns, image_seed, attrs) of a shard."""
+    group = zarr.open_group(str(path), mode="r")
+    attrs = dict(group.attrs)
+    return group["params"][...], list(attrs["columns"]), group["image_seed"][...], attrs
+
+
+def open_images(path: str | Path) -> zarr.Array:
+    """The ``images`` array of a shard, opened read-only (lazy)."""
+    return zarr.open_array(str(Path(path) / "images"), mode="r")
+
+
+def directory_sha256(path: str | Path) -> str:
+    """sha256 over the relative names and bytes of every file below ``path`` (sorted): a content checksum."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(root)).encode())
+        digest.update(b"\0")
+        with open(file, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Manifest:
+    """The merged view of a dataset: its shards in order, their sizes and checksums."""
+
+    dataset: str
+    shards: list[dict[str, Any]]
+    n_images: int
+    image_shape: tuple[int, int]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Global index of the first image of each shard, plus the total."""
+        return np.concatenate([[0], np.cumsum([s["n_images"] for s in self.shards])]).astype(np.int64)
+
+    def shard_paths(self, base: str | Path | None = None) -> list[Path]:
+        """Paths of the shards (relative paths are taken relative to ``base``)."""
+        return [Path(base) / s["path"] if base is not None and not Path(s["path"]).is_absolute() else Path(s["path"])
+                for s in self.shards]
+
+    def iter_blocks(self, block: int, base: str | Path | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(global start index, images) over the whole dataset in blocks of up to ``block`` images."""
+        for start, path in zip(self.offsets[:-1], self.shard_paths(base)):
+            arr = open_images(path)
+            for i in range(0, arr.shape[0], block):
+                yield int(start + i), arr[i:i + block]
+
+
+def write_manifest(path: str | Path, dataset: str, shard_paths: Sequence[str | Path], verify: bool = True) -> Manifest:
+    """Write ``manifest.json`` over the given shards (with sizes and content checksums)."""
+    shards = []
+    shape: tuple[int, int] | None = None
+    for p in shard_paths:
+        p = Path(p)
+        arr = open_images(p)
+        if shape is None:
+            shape = tuple(arr.shape[1:])
+        elif tuple(arr.shape[1:]) != shape:
+            raise ValueError(f"shard {p} has image shape {arr.shape[1:]}, expected {shape}")
+        shards.append({"path": str(p), "n_images": int(arr.shape[0]), "sha256": directory_sha256(p) if verify else None})
+    if shape is None:
+        raise ValueError(f"dataset {dataset!r} has no shards")
+    manifest = Manifest(dataset=dataset, shards=shards, n_images=sum(s["n_images"] for s in shards), image_shape=shape)
+    Path(path).write_text(json.dumps(
+        {"dataset": dataset, "n_images": manifest.n_images, "image_shape": list(shape), "shards": shards}, indent=2) + "\n")
+    return manifest
+
+
+def load_manifest(path: str | Path, verify: bool = False) -> Manifest:
+    """Read ``manifest.json``; with ``verify`` recompute every shard checksum and fail on a mismatch."""
+    raw = json.loads(Path(path).read_text())
+    manifest = Manifest(dataset=raw["dataset"], shards=raw["shards"], n_images=int(raw["n_images"]),
+                        image_shape=tuple(raw["image_shape"]))
+    if verify:
+        for s in manifest.shards:
+            got = directory_sha256(s["path"])
+            if got != s["sha256"]:
+                raise ValueError(f"shard {s['path']} changed since merge (sha256 {got} != {s['sha256']}); rerun merge")
+    return manifest
+
+
+def write_table(path: str | Path, params: np.ndarray, columns: Sequence[str], image_seed: np.ndarray,
+                attrs: Mapping[str, Any] | None = None) -> None:
+    """Write a merged parameter table (zarr group with ``params`` and ``image_seed``) atomically."""
+    path = Path(path)
+    tmp = _atomic_dir(path)
+    group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    n = params.shape[0]
+    _array(group, "params", params.astype(np.float64), (max(1, min(n, 1 << 16)), params.shape[1]))
+    _array(group, "image_seed", image_seed.astype(np.uint64), (max(1, min(n, 1 << 16)),))
+    group.attrs.update(dict(attrs or {}, columns=list(columns), n_images=n))
+    _commit_dir(tmp, path)
+
+
+def read_table(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """(params, columns) of a merged table or of a shard."""
+    group = zarr.open_group(str(path), mode="r")
+    return group["params"][...], list(group.attrs["columns"])

@@ -1,0 +1,39 @@
+"""Helpers for the thin Snakemake script adapters (``workflow/scripts``): logging into the rule's log file."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Iterator
+
+__all__ = ["logged"]
+
+
+@contextlib.contextmanager
+def logged(log_path: str | Path | None) -> Iterator[logging.Logger]:
+    """Send stdout, stderr (progress bars, warnings) and ``logging`` of the block to ``log_path``.
+
+    Exceptions are logged with their traceback and re-raised, so the rule fails and its log says why.
+    """
+    if log_path is None:
+        yield logging.getLogger("lensinfer")
+        return
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", buffering=1) as fh:
+        handler = logging.StreamHandler(fh)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        logger = logging.getLogger("lensinfer")
+        with contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+            try:
+                yield logger
+            except BaseException:
+                logger.exception("failed")
+                raise
+            finally:
+                root.removeHandler(handler)
+                sys.stderr.flush()

@@ -1,0 +1,25 @@
+"""Snakemake adapter: train the ratio estimator (lensinfer.train.train_ratio_estimator)."""
+
+from pathlib import Path
+
+from lensinfer.data.loader import load_whitening
+from lensinfer.train import train_ratio_estimator
+from lensinfer.workflow import logged
+
+with logged(snakemake.log[0]) as log:  # noqa: F821
+    inp, params = snakemake.input, snakemake.params  # noqa: F821
+    summary = train_ratio_estimator(
+        train_dir=Path(inp.train[0]).parent,
+        train_masks=inp.train_masks,
+        val_dir=Path(inp.val).parent,
+        val_masks=inp.val_masks,
+        whitening=load_whitening(inp.train[1]),
+        model_cfg=params.model,
+        train_cfg=params.train,
+        seed=params.seed,
+        out_model=snakemake.output.model,  # noqa: F821
+        out_history=snakemake.output.history,  # noqa: F821
+        checkpoint_dir=params.checkpoint_dir,
+        threads=snakemake.threads,  # noqa: F821
+    )
+    log.info("training summary: %s", summary)
