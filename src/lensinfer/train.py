@@ -138,7 +138,7 @@ def train_ratio_estimator(
                 loss = ratio_loss(model, _to(x, device), theta.to(device), generator=gen)
             loss.backward()
             opt.step()
-            total += float(loss) * x.shape[0]
+            total += float(loss.detach()) * x.shape[0]
             n += x.shape[0]
         val_loss = evaluate_loss(model, val_loader, device, base_seed + 2)
         scheduler.step(val_loss)

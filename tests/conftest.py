@@ -1,0 +1,49 @@
+"""Shared fixtures: repository paths and a small synthetic merged dataset (no simulation needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+def make_synthetic_dataset(out: Path, n: int = 96, num_pix: int = 16, seed: int = 0, shards: int = 2) -> Path:
+    """A merged dataset whose images carry γ in their amplitude (learnable), written through the real store API."""
+    from lensinfer.data.merge import merge_dataset, write_masks
+    from lensinfer.data.store import ShardData, write_shard
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    per = n // shards
+    columns = ["lens_theta_E", "lens_center_x", "lens_center_y", "gamma_pop", "n_sub"]
+    for s in range(shards):
+        gamma = rng.uniform(1.1, 2.9, per)
+        yy, xx = np.mgrid[:num_pix, :num_pix] - (num_pix - 1) / 2
+        ring = np.exp(-((np.hypot(xx, yy) - 4) ** 2) / 2.0)
+        images = (gamma[:, None, None] * ring[None] + rng.normal(0, 0.3, (per, num_pix, num_pix))).astype(np.float32)
+        params = np.column_stack([np.full(per, 0.6), np.zeros(per), np.zeros(per), gamma, np.zeros(per)])
+        data = ShardData(images=images, params=params, columns=columns, image_seed=rng.integers(0, 2**63, per, dtype=np.uint64),
+                         subhalos=np.zeros((0, 2)), subhalo_columns=["mass", "x"], subhalo_offsets=np.zeros(per + 1, np.int64))
+        p = out / "sims" / f"shard_{s}.zarr"
+        write_shard(p, data, {"dataset": "synthetic", "shard": s}, chunk_images=8)
+        paths.append(p)
+    merge_dataset("synthetic", paths, out / "merged", pixel_scale=0.1, radius_theta_e=1.5)
+    write_masks(out / "merged", out / "merged" / "masks.zarr", pixel_scale=0.1, radius_theta_e=1.5, chunk_images=8)
+    return out / "merged"
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"))

@@ -1,0 +1,97 @@
+"""Curves, MLEs, interpolated intervals and coverage recalibration on curves with known answers."""
+
+import numpy as np
+import pytest
+
+from lensinfer.calibrate import apply_kde_calibration, coverage_curve, coverage_tables, fit_kde_calibration, make_sets, recalibrated_threshold
+from lensinfer.infer import combine, grid_centres, interval, mle, normalise, summarise_curve, wilks_threshold
+
+
+def gaussian_curves(truths, sigma, grid, rng, bias_scale=1.0):
+    """log-likelihood curves of a Gaussian measurement x ~ N(γ, σ²): calibrated when the curve uses the true σ."""
+    x = truths + rng.normal(0, sigma * bias_scale, size=truths.shape)
+    return -0.5 * ((grid[None, :] - x[:, None]) / sigma) ** 2
+
+
+def test_grid_matches_reference():
+    g = grid_centres(1.1, 2.9, 150)
+    assert len(g) == 150 and g[0] == pytest.approx(1.106) and g[-1] == pytest.approx(2.894)
+    assert np.diff(g) == pytest.approx(0.012)
+
+
+def test_mle_and_interval_are_interpolated():
+    grid = grid_centres(1.1, 2.9, 150)
+    curve = -0.5 * ((grid - 2.0037) / 0.05) ** 2
+    assert mle(grid, curve) == pytest.approx(2.0037, abs=1e-9)  # exact for a parabola
+    iv = interval(grid, curve, wilks_threshold(0.6827))
+    assert iv.low == pytest.approx(2.0037 - 0.05, abs=5e-4) and iv.high == pytest.approx(2.0037 + 0.05, abs=5e-4)
+    assert not iv.low_open and not iv.high_open
+    iv95 = interval(grid, curve, wilks_threshold(0.95))
+    assert iv95.high - iv95.low == pytest.approx(2 * 1.96 * 0.05, abs=1e-3)
+
+
+def test_interval_open_at_prior_edge():
+    grid = grid_centres(1.1, 2.9, 150)
+    curve = -0.5 * ((grid - 2.95) / 0.1) ** 2
+    iv = interval(grid, curve, 1.0)
+    assert iv.high_open and iv.high == pytest.approx(grid[-1]) and not iv.low_open
+
+
+def test_combination_sums_information():
+    grid = grid_centres(1.1, 2.9, 300)
+    curves = np.stack([-0.5 * ((grid - 2.0) / 0.2) ** 2] * 4)
+    comb = combine(curves)
+    assert comb.max() == 0
+    iv = interval(grid, comb, 1.0)
+    assert (iv.high - iv.low) / 2 == pytest.approx(0.1, rel=0.02)  # σ/√N
+    s = summarise_curve(grid, comb, [0.68], {"0.68": 1.5})
+    assert s["intervals"]["0.68"]["recalibrated_threshold"] == 1.5
+
+
+def test_calibrated_curves_cover_nominally_and_overconfident_ones_are_recalibrated():
+    rng = np.random.default_rng(0)
+    grid = grid_centres(1.1, 2.9, 150)
+    truths = np.repeat([1.6, 2.0, 2.4], 400)
+    nominal = np.linspace(0.05, 0.95, 19)
+    good = coverage_curve(grid, normalise(gaussian_curves(truths, 0.08, grid, rng)), truths, nominal)
+    assert np.max(np.abs(good - nominal)) < 0.06
+    over = coverage_curve(grid, normalise(gaussian_curves(truths, 0.08, grid, rng, bias_scale=2.0)), truths, nominal)
+    assert over[9] < nominal[9] - 0.1  # intervals too narrow
+    t = recalibrated_threshold(nominal, over, 0.68)
+    assert t > wilks_threshold(0.68) * 2.5  # needs (about) 4× the threshold for a 2× too small σ
+
+
+def test_coverage_tables_cross_fitted(tmp_path):
+    rng = np.random.default_rng(1)
+    grid = grid_centres(1.1, 2.9, 150)
+    truths = np.repeat(np.round(np.arange(1.4, 2.75, 0.1), 2), 60)
+    curves = gaussian_curves(truths, 0.15, grid, rng)
+    result, rows = coverage_tables(grid, curves, truths, [1, 13], 4, [0.68, 0.95], 40, seed=0)
+    for n in ("1", "13"):
+        cov = result["set_sizes"][n]["coverage_recalibrated_crossfit"]
+        assert cov["0.68"] == pytest.approx(0.68, abs=0.12)
+        assert result["set_sizes"][n]["thresholds"]["0.68"] > 0
+    assert len(rows) == 80
+    with pytest.raises(ValueError, match="enlarge"):
+        coverage_tables(grid, curves[:5], truths[:5], [13], 4, [0.68], 20, seed=0)
+
+
+def test_make_sets_share_one_truth():
+    truths = np.repeat([1.5, 2.5], 30)
+    sets = make_sets(truths, 13, 2, np.random.default_rng(0))
+    assert len(sets) == 4 and all(len(set(truths[s])) == 1 and len(s) == 13 for s in sets)
+    assert len(set(sets[0]) & set(sets[1])) == 0  # disjoint when possible
+
+
+def test_kde_calibration_round_trip():
+    rng = np.random.default_rng(2)
+    grid = grid_centres(1.1, 2.9, 30)
+    truths = rng.uniform(1.1, 2.9, 600)
+    curves = gaussian_curves(truths, 0.2, grid, rng)
+    kde = fit_kde_calibration(grid, curves, truths, np.array([0.02, 0.05, 0.1, 0.2]))
+    assert kde["calib_offsets"][-1] == kde["calib_values"].size == 600
+    assert 0.02 <= float(kde["bandwidth_calib"]) <= 0.2
+    calibrated = apply_kde_calibration(curves[:5], kde)
+    assert calibrated.shape == (5, 30) and np.allclose(calibrated.max(axis=1), 0)
+    # the calibrated curves still peak near the truth
+    assert np.median(np.abs(grid[np.argmax(calibrated, axis=1)] - truths[:5])) < 0.4
