@@ -9,7 +9,7 @@ rule curves:
     output:
         "results/curves/{est}/{dataset}.npz",
     params:
-        grid=config["inference"]["grid"],
+        grid=canonical(config["inference"]["grid"]),
     log:
         "logs/curves/{est}/{dataset}.log",
     conda:
@@ -32,7 +32,7 @@ rule calibrate:
         thresholds="results/calibration/{est}/thresholds.json",
         coverage="results/calibration/{est}/coverage.csv",
     params:
-        calibrate=config["calibrate"],
+        calibrate=canonical(config["calibrate"]),
         levels=config["inference"]["levels"],
         seed=config["seed"],
     log:

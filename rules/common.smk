@@ -9,7 +9,7 @@ from snakemake.utils import validate
 # Jobs import this checkout's library (src/) whatever environment runs them (venv, conda env, cluster node).
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p))
 # numba (lenstronomy EPL_NUMBA) caches compiled code here instead of read-only site-packages.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(".numba_cache").resolve()))
 
@@ -39,14 +39,26 @@ wildcard_constraints:
 SIM_SECTIONS = ("seed", "cosmology", "instrument", "renderer", "lens", "subhalos", "storage")
 
 
+def canonical(value):
+    """A copy with mapping keys sorted at every level: params compare equal however the YAML orders its keys."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
 def simulation_params(wildcards):
     """Everything a shard depends on: a change of any of these reruns the simulation."""
-    return {k: config[k] for k in SIM_SECTIONS} | {"dataset": config["datasets"][wildcards.dataset]}
+    return canonical(
+        {k: config[k] for k in SIM_SECTIONS}
+        | {"datasets": {wildcards.dataset: config["datasets"][wildcards.dataset]}}
+    )
 
 
 def mock_params(wildcards):
     """Everything the mock observations depend on."""
-    return {k: config[k] for k in SIM_SECTIONS} | {"observations": config["observations"]}
+    return canonical({k: config[k] for k in SIM_SECTIONS} | {"observations": config["observations"]})
 
 
 def shards_of(wildcards):
@@ -66,8 +78,16 @@ def merged(dataset):
     }
 
 
-def processed_lenses():
-    return expand("results/observations/processed/{lens}/metadata.json", lens=LENSES)
+def raw_frame(wildcards):
+    source = config["observations"]["source"]
+    if source == "local":
+        entry = next(
+            e
+            for e in config["observations"]["lenses"]
+            if not isinstance(e, str) and e["name"] == wildcards.lens
+        )
+        return str(Path(config["observations"]["local_dir"]) / entry["file"])
+    return f"results/observations/raw/{wildcards.lens}/science.fits"
 
 
 def all_targets():

@@ -13,7 +13,7 @@ rule infer:
         summary="results/inference/{est}/summary.json",
         curves="results/inference/{est}/curves.csv",
     params:
-        inference=config["inference"],
+        inference=canonical(config["inference"]),
         lenses=LENSES,
     log:
         "logs/infer/{est}.log",
@@ -34,7 +34,7 @@ rule infer_cdm:
     output:
         "results/inference/{est}/cdm_{dataset}.json",
     params:
-        inference=config["inference"],
+        inference=canonical(config["inference"]),
         seed=config["seed"],
     log:
         "logs/infer/{est}_cdm_{dataset}.log",

@@ -5,18 +5,6 @@ localrules:
     fetch_hst,
 
 
-def raw_frame(wildcards):
-    source = config["observations"]["source"]
-    if source == "local":
-        entry = next(
-            e
-            for e in config["observations"]["lenses"]
-            if not isinstance(e, str) and e["name"] == wildcards.lens
-        )
-        return str(Path(config["observations"]["local_dir"]) / entry["file"])
-    return f"results/observations/raw/{wildcards.lens}/science.fits"
-
-
 rule observe_mock:
     output:
         frames=expand("results/observations/raw/{lens}/science.fits", lens=LENSES),
@@ -41,9 +29,9 @@ rule fetch_hst:
         frame="results/observations/raw/{lens}/science.fits",
         manifest="results/observations/raw/{lens}/manifest.json",
     params:
-        mast=config["observations"]["mast"],
-        lenses=config["observations"].get("lenses", []),
-        instrument=config["instrument"],
+        mast=canonical(config["observations"]["mast"]),
+        lenses=canonical(config["observations"].get("lenses", [])),
+        instrument=canonical(config["instrument"]),
     log:
         "logs/observe/fetch_{lens}.log",
     conda:
@@ -73,9 +61,9 @@ rule preprocess:
             labels={"lens": "{lens}"},
         ),
     params:
-        observations=config["observations"],
-        instrument=config["instrument"],
-        mask=config["mask"],
+        observations=canonical(config["observations"]),
+        instrument=canonical(config["instrument"]),
+        mask=canonical(config["mask"]),
     log:
         "logs/observe/preprocess_{lens}.log",
     conda:

@@ -11,8 +11,8 @@ rule train_nre:
         model="results/models/nre/model.pt",
         history="results/models/nre/history.csv",
     params:
-        model=config["model"],
-        train=config["train"],
+        model=canonical(config["model"]),
+        train=canonical(config["train"]),
         seed=config["seed"],
         checkpoint_dir="results/models/nre/checkpoints",
     log:

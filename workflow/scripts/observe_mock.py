@@ -8,5 +8,5 @@ from lensinfer.workflow import logged
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
     lenses = [reference_lens(name) for name in snakemake.params.lenses]  # noqa: F821
-    truths = write_mock_observations(snakemake.config, lenses, [Path(p).parent for p in snakemake.output.frames])  # noqa: F821
+    truths = write_mock_observations(snakemake.params.sim, lenses, [Path(p).parent for p in snakemake.output.frames])  # noqa: F821
     log.info("wrote %d mock observations", len(truths))
