@@ -96,6 +96,27 @@ def test_prior_change_reruns_simulation(workdir):
     assert {"simulate_shard", "merge", "mask", "train_nre", "observe_mock", "infer"} <= planned
 
 
+def test_local_fits_folder_runs_fetch_free(workdir):
+    """observations.source: local — a folder of FITS files goes through preprocess → infer, nothing is simulated."""
+    local = workdir / "local_fits"
+    local.mkdir(exist_ok=True)
+    names = ["J1023+4230", "J1627-0053"]
+    for name in names:
+        shutil.copy(workdir / f"results/observations/raw/{name}/science.fits", local / f"{name}.fits")
+
+    def edit(c):
+        c["observations"] = {"source": "local", "local_dir": "local_fits", "background_annulus_arcsec": [4.0, 5.6],
+                             "lenses": [{"name": n, "file": f"{n}.fits"} for n in names]}
+
+    cfg = _variant(workdir, "local", edit)
+    target = "results/inference/nre/summary.json"
+    planned = planned_rules(snakemake(workdir, "-n", target, configfile=cfg))
+    assert planned == {"preprocess", "infer"}
+    snakemake(workdir, "--cores", "2", target, configfile=cfg)
+    summary = json.loads((workdir / target).read_text())
+    assert sorted(summary["per_lens"]) == sorted(names)
+
+
 def test_deleted_shard_is_regenerated_byte_identical(workdir):
     """Snakemake leaves a missing intermediate alone while its products are up to date; asked for, the shard comes
     back byte-identical, and then only the stages downstream of it are out of date — no other shard."""
