@@ -61,6 +61,20 @@ def mock_params(wildcards):
     return canonical({k: config[k] for k in SIM_SECTIONS} | {"observations": config["observations"]})
 
 
+COSMOS_DIR = config["lens"]["source"].get("catalog_dir", "resources/cosmos_catalog")
+USE_COSMOS = config["lens"]["source"]["type"] == "cosmos"
+
+
+def cosmos_download_marker(wildcards):
+    """The verified-download record when the config asks lensinfer to fetch the COSMOS sample."""
+    return [f"{COSMOS_DIR}/lensinfer_verified.json"] if "download" in config["lens"]["source"] else []
+
+
+def cosmos_prepared(wildcards):
+    """The warmed COSMOS cache, for every job that draws COSMOS sources."""
+    return ["results/cosmos/prepared.json"] if USE_COSMOS else []
+
+
 def shards_of(wildcards):
     return expand(
         "results/sims/{dataset}/shard_{shard}.zarr",

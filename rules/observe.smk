@@ -6,6 +6,8 @@ localrules:
 
 
 rule observe_mock:
+    input:
+        cosmos_prepared,
     output:
         frames=expand("results/observations/raw/{lens}/science.fits", lens=LENSES),
         truths=expand("results/observations/raw/{lens}/truth.json", lens=LENSES),

@@ -2,6 +2,8 @@
 
 
 rule simulate_shard:
+    input:
+        cosmos_prepared,
     output:
         directory("results/sims/{dataset}/shard_{shard}.zarr"),
     params:
@@ -18,3 +20,48 @@ rule simulate_shard:
         runtime=240,
     script:
         "../workflow/scripts/simulate_shard.py"
+
+
+# COSMOS galaxy sources (lens.source.type: cosmos): optional download, then one job that builds paltas' galaxy
+# cache in the catalog folder before parallel simulation jobs use it (it is written on first use and would race).
+
+localrules:
+    download_cosmos,
+
+
+rule download_cosmos:
+    output:
+        f"{COSMOS_DIR}/lensinfer_verified.json",
+    params:
+        download=canonical(config["lens"]["source"].get("download", {})),
+    log:
+        "logs/cosmos/download.log",
+    conda:
+        "../envs/simulate.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=240,
+    script:
+        "../workflow/scripts/download_cosmos.py"
+
+
+rule prepare_cosmos:
+    input:
+        cosmos_download_marker,
+    output:
+        "results/cosmos/prepared.json",
+    params:
+        source=canonical(config["lens"]["source"]),
+        zero_point=config["instrument"]["magnitude_zero_point"],
+        cosmology=config["cosmology"],
+    log:
+        "logs/cosmos/prepare.log",
+    conda:
+        "../envs/simulate.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    script:
+        "../workflow/scripts/prepare_cosmos.py"

@@ -72,7 +72,7 @@ def test_enum_lists_allowed_values(raw):
         (("lens", "main", "gamma"), {"uniform": [0.5, 2.0]}, r"lens\.main\.gamma: the main-lens slope must lie in"),
         (("datasets", "train", "population", "gamma"), {"uniform": [1.1, 3.5]}, r"datasets\.train\.population\.gamma"),
         (("lens", "z_source"), {"uniform": [0.1, 0.2]}, r"lens\.z_source"),
-        (("lens", "source", "e1"), {"gaussian": [0, 1]}, r"(?s)uniform.*\['lens'\]\['source'\]\['e1'\]"),
+        (("lens", "source", "e1"), {"gaussian": [0, 1]}, r"(?s)uniform.*\['lens'\]\['source'\]"),
         (("train", "val_dataset"), "nope", r"train\.val_dataset: dataset 'nope' is not defined"),
         (("instrument", "psf"), {"type": "pixel", "path": "missing.fits"}, r"instrument\.psf\.path: file 'missing\.fits' does not exist"),
         (("inference", "grid"), {"low": 1.0, "high": 2.9, "n": 150}, r"inference\.grid"),

@@ -96,6 +96,19 @@ def test_prior_change_reruns_simulation(workdir):
     assert {"simulate_shard", "merge", "mask", "train_nre", "observe_mock", "infer"} <= planned
 
 
+def test_cosmos_sources_add_the_cache_stage(workdir):
+    from .cosmos_fixture import make_cosmos_fixture
+
+    make_cosmos_fixture(workdir / "cosmos_fixture")
+
+    def edit(c):
+        c["lens"]["source"] = {"type": "cosmos", "catalog_dir": "cosmos_fixture", "split_lists": str(ROOT / "resources/cosmos"),
+                               "center_x": {"uniform": [-0.1, 0.1]}, "center_y": {"uniform": [-0.1, 0.1]}}
+
+    planned = planned_rules(snakemake(workdir, "-n", configfile=_variant(workdir, "cosmos", edit)))
+    assert {"prepare_cosmos", "simulate_shard", "observe_mock"} <= planned and "download_cosmos" not in planned
+
+
 def test_local_fits_folder_runs_fetch_free(workdir):
     """observations.source: local — a folder of FITS files goes through preprocess → infer, nothing is simulated."""
     local = workdir / "local_fits"

@@ -27,10 +27,15 @@ def iter_priors(config: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
         yield f"lens.{k}", lens[k]
     for k, v in lens["main"].items():
         yield f"lens.main.{k}", v
-    for section in ("shear", "multipoles", "lens_light", "source"):
+    for section in ("shear", "multipoles", "lens_light"):
         for k, v in (lens.get(section) or {}).items():
             if k != "type":
                 yield f"lens.{section}.{k}", v
+    source = lens["source"]
+    keys = ("center_x", "center_y") if source.get("type") == "cosmos" else [k for k in source if k != "type"]
+    for k in keys:
+        if k in source:
+            yield f"lens.source.{k}", source[k]
     for k in ("e1", "e2"):
         yield f"subhalos.{k}", config["subhalos"][k]
     for name, ds in config["datasets"].items():
@@ -106,6 +111,18 @@ def check_config(config: Mapping[str, Any], base_dir: str | Path = ".") -> None:
     if config["train"]["batch_size"] > config["datasets"][config["train"]["dataset"]]["n_shards"] * \
             config["datasets"][config["train"]["dataset"]]["shard_size"]:
         raise ConfigError("train.batch_size: larger than the training set")
+    source = lens["source"]
+    if source.get("type") == "cosmos":
+        for k in ("center_x", "center_y"):
+            if k not in source:
+                raise ConfigError(f"lens.source.{k}: required for COSMOS sources (reference: {{uniform: [-0.1, 0.1]}})")
+        catalog = Path(base_dir) / source["catalog_dir"]
+        if "download" not in source and not catalog.is_dir():
+            raise ConfigError(f"lens.source.catalog_dir: folder {source['catalog_dir']!r} does not exist "
+                              "(or add lens.source.download to fetch the COSMOS 23.5 sample)")
+        lists = Path(base_dir) / source.get("split_lists", "resources/cosmos")
+        if not (lists / "bad_galaxies.csv").exists() or not (lists / "val_galaxies.csv").exists():
+            raise ConfigError(f"lens.source.split_lists: {str(lists)!r} lacks bad_galaxies.csv / val_galaxies.csv")
     psf = config["instrument"]["psf"]
     if psf["type"] == "gaussian" and "fwhm" not in psf:
         raise ConfigError("instrument.psf.fwhm: required for a gaussian PSF")

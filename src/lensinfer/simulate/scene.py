@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import physics
 from .priors import draw, draw_truncnormal
+from .sources import CosmosSource
 
 __all__ = [
     "SUBHALO_COLUMNS",
@@ -86,8 +87,12 @@ def _sersic_amp(magnitude: float, kwargs: dict[str, float], zero_point: float) -
     return float(physics.magnitude_to_cps(magnitude, zero_point)) / norm
 
 
-def draw_macro(rng: np.random.Generator, lens_cfg: Mapping[str, Any], zero_point: float, epl_model: str = "EPL") -> MacroDraw:
-    """Draw redshifts, the EPL main lens, shear, multipoles, lens light and source (spec §1.1)."""
+def draw_macro(rng: np.random.Generator, lens_cfg: Mapping[str, Any], zero_point: float, epl_model: str = "EPL",
+               cosmos: CosmosSource | None = None) -> MacroDraw:
+    """Draw redshifts, the EPL main lens, shear, multipoles, lens light and source (spec §1.1).
+
+    The source is a Sérsic profile (``lens.source.type: sersic``) or a COSMOS galaxy drawn by ``cosmos``.
+    """
     p: dict[str, float] = {}
     p["z_lens"] = draw(lens_cfg["z_lens"], rng)
     p["z_source"] = draw(lens_cfg["z_source"], rng)
@@ -130,17 +135,26 @@ def draw_macro(rng: np.random.Generator, lens_cfg: Mapping[str, Any], zero_point
         kwargs_light.append(kw)
 
     source = lens_cfg["source"]
-    for k in ("magnitude", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y"):
-        p[f"source_{k}"] = draw(source[k], rng)
-    kw_src = {k: p[f"source_{k}"] for k in ("R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")}
-    p["source_amp"] = kw_src["amp"] = _sersic_amp(p["source_magnitude"], kw_src, zero_point)
+    if source["type"] == "cosmos":
+        if cosmos is None:
+            raise ValueError("lens.source.type is 'cosmos' but no COSMOS catalog was given")
+        p["source_center_x"] = draw(source["center_x"], rng)
+        p["source_center_y"] = draw(source["center_y"], rng)
+        src_models, src_kwargs, extra = cosmos.draw(rng, p["z_source"], p["source_center_x"], p["source_center_y"])
+        p.update(extra)
+    else:
+        for k in ("magnitude", "R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y"):
+            p[f"source_{k}"] = draw(source[k], rng)
+        kw_src = {k: p[f"source_{k}"] for k in ("R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")}
+        p["source_amp"] = kw_src["amp"] = _sersic_amp(p["source_magnitude"], kw_src, zero_point)
+        src_models, src_kwargs = ["SERSIC_ELLIPSE"], [kw_src]
     return MacroDraw(
         z_lens=p["z_lens"],
         z_source=p["z_source"],
         lens_model_list=lens_models,
         kwargs_lens=kwargs_lens,
-        source_model_list=["SERSIC_ELLIPSE"],
-        kwargs_source=[kw_src],
+        source_model_list=src_models,
+        kwargs_source=src_kwargs,
         lens_light_model_list=light_models,
         kwargs_lens_light=kwargs_light,
         params=p,

@@ -21,12 +21,21 @@ from ..seeds import config_hash, image_rng, image_seeds
 from .instrument import Instrument, add_noise
 from .lenstronomy_backend import LenstronomyRenderer
 from .priors import draw
+from .sources import CosmosSource
 from .scene import SUBHALO_COLUMNS, Scene, draw_macro, draw_subhalos, place_on_bright_pixels, subhalo_lens_kwargs
 
-__all__ = ["population_of", "simulate_image", "simulate_shard", "simulation_config_section"]
+__all__ = ["population_of", "simulate_image", "simulate_shard", "simulation_config_section", "source_catalog"]
 
 #: population columns appended after the macro-model columns
 POPULATION_COLUMNS = ("global_index", "gamma_pop", "n_sub", "nms_kappa", "subhalo_mass_total")
+
+
+def source_catalog(config: Mapping[str, Any], split: str) -> CosmosSource | None:
+    """The COSMOS catalog of a split when the config asks for COSMOS sources, else None."""
+    source = config["lens"]["source"]
+    if source["type"] != "cosmos":
+        return None
+    return CosmosSource(source, split, float(config["instrument"]["magnitude_zero_point"]), config["cosmology"])
 
 
 def simulation_config_section(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
@@ -51,11 +60,12 @@ def simulate_image(
     config: Mapping[str, Any],
     population: Mapping[str, Any],
     global_index: int,
+    cosmos: CosmosSource | None = None,
 ) -> tuple[np.ndarray, Scene]:
     """One noisy image (float64, e⁻/s) and its scene; every draw comes from ``rng``."""
     inst = renderer.instrument
     epl_model = config["renderer"]["epl_model"]
-    macro = draw_macro(rng, config["lens"], inst.zero_point, epl_model)
+    macro = draw_macro(rng, config["lens"], inst.zero_point, epl_model, cosmos)
     p = dict(macro.params)
     if "gamma_values" in population:
         values = population["gamma_values"]
@@ -102,6 +112,7 @@ def simulate_shard(config: Mapping[str, Any], dataset: str, shard: int, out_path
         raise ValueError(f"datasets.{dataset}: shard {shard} out of range [0, {ds['n_shards']})")
     population = population_of(config, dataset)
     renderer = LenstronomyRenderer(Instrument(config["instrument"]))
+    cosmos = source_catalog(config, ds.get("source_split", "train"))
     seeds = image_seeds(int(config["seed"]), dataset, shard, n)
     inst = renderer.instrument
     images = np.empty((n, inst.num_pix, inst.num_pix), dtype=np.float32)
@@ -110,7 +121,7 @@ def simulate_shard(config: Mapping[str, Any], dataset: str, shard: int, out_path
     offsets = np.zeros(n + 1, dtype=np.int64)
     for i in tqdm(range(n), desc=f"{dataset}/shard {shard}", file=sys.stderr, disable=not progress, mininterval=2.0):
         image, scene = simulate_image(image_rng(seeds[i]), renderer=renderer, config=config, population=population,
-                                      global_index=shard * n + i)
+                                      global_index=shard * n + i, cosmos=cosmos)
         images[i] = image
         rows.append(scene.params)
         subhalos.append(scene.subhalos)
