@@ -24,7 +24,7 @@ from .priors import draw
 from .sources import CosmosSource
 from .scene import SUBHALO_COLUMNS, Scene, draw_macro, draw_subhalos, place_on_bright_pixels, subhalo_lens_kwargs
 
-__all__ = ["population_of", "simulate_image", "simulate_shard", "simulation_config_section", "source_catalog"]
+__all__ = ["population_of", "draw_scene", "simulate_image", "simulate_shard", "simulation_config_section", "source_catalog"]
 
 #: population columns appended after the macro-model columns
 POPULATION_COLUMNS = ("global_index", "gamma_pop", "n_sub", "nms_kappa", "subhalo_mass_total")
@@ -53,7 +53,7 @@ def population_of(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
         raise KeyError(f"datasets.{dataset}: unknown dataset; defined: {sorted(config['datasets'])}") from exc
 
 
-def simulate_image(
+def draw_scene(
     rng: np.random.Generator,
     *,
     renderer: LenstronomyRenderer,
@@ -61,8 +61,8 @@ def simulate_image(
     population: Mapping[str, Any],
     global_index: int,
     cosmos: CosmosSource | None = None,
-) -> tuple[np.ndarray, Scene]:
-    """One noisy image (float64, e⁻/s) and its scene; every draw comes from ``rng``."""
+) -> Scene:
+    """Every draw of one image except its noise: macro model, population, subhalos placed on the smooth image."""
     inst = renderer.instrument
     epl_model = config["renderer"]["epl_model"]
     macro = draw_macro(rng, config["lens"], inst.zero_point, epl_model, cosmos)
@@ -99,6 +99,22 @@ def simulate_image(
         lens_light_model_list=macro.lens_light_model_list, kwargs_lens_light=macro.kwargs_lens_light,
         params=p, subhalos=subs,
     )
+    return scene
+
+
+def simulate_image(
+    rng: np.random.Generator,
+    *,
+    renderer: LenstronomyRenderer,
+    config: Mapping[str, Any],
+    population: Mapping[str, Any],
+    global_index: int,
+    cosmos: CosmosSource | None = None,
+) -> tuple[np.ndarray, Scene]:
+    """One noisy image (float64, e⁻/s) and its scene; every draw comes from ``rng``."""
+    scene = draw_scene(rng, renderer=renderer, config=config, population=population, global_index=global_index,
+                       cosmos=cosmos)
+    inst = renderer.instrument
     image = add_noise(rng, renderer.image(scene), inst.exposure_time, inst.sigma_bkg)
     return image, scene
 
