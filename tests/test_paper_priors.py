@@ -25,6 +25,8 @@ def paper_scenes(tmp_path_factory, root):
     cfg = load_config(root / "config" / "paper.yaml")
     cfg["lens"]["source"]["catalog_dir"] = str(make_cosmos_fixture(tmp_path_factory.mktemp("cat")))
     cfg["lens"]["source"].pop("download")
+    assert cfg["lens"]["los"]["delta_los"] == {"uniform": [0.0, 2.0]}  # LOS draws are tested in test_los.py
+    cfg["lens"]["los"] = None
     renderer = LenstronomyRenderer(Instrument(cfg["instrument"]))
     cosmos = source_catalog(cfg, "train")
     pop = population_of(cfg, "train")

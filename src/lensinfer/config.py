@@ -31,6 +31,8 @@ def iter_priors(config: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
         for k, v in (lens.get(section) or {}).items():
             if k != "type":
                 yield f"lens.{section}.{k}", v
+    if lens.get("los"):
+        yield "lens.los.delta_los", lens["los"]["delta_los"]
     source = lens["source"]
     keys = ("center_x", "center_y") if source.get("type") == "cosmos" else [k for k in source if k != "type"]
     for k in keys:
@@ -111,6 +113,12 @@ def check_config(config: Mapping[str, Any], base_dir: str | Path = ".") -> None:
     if config["train"]["batch_size"] > config["datasets"][config["train"]["dataset"]]["n_shards"] * \
             config["datasets"][config["train"]["dataset"]]["shard_size"]:
         raise ConfigError("train.batch_size: larger than the training set")
+    los = lens.get("los")
+    if los:
+        if not los["m_min"] < los["m_max"]:
+            raise ConfigError(f"lens.los: need m_min < m_max, got {los['m_min']} and {los['m_max']}")
+        if prior_bounds(los["delta_los"])[0] < 0:
+            raise ConfigError("lens.los.delta_los: the mass-function normalisation cannot be negative")
     source = lens["source"]
     if source.get("type") == "cosmos":
         for k in ("center_x", "center_y"):

@@ -8,6 +8,7 @@ A shard is a zarr v3 group::
       image_seed       (N,) uint64, the seed of each image's generator (regenerates the image alone)
       subhalos         (M, S) float64, every subhalo of every image (names in attrs["subhalo_columns"])
       subhalo_offsets  (N + 1,) int64, rows of image i are subhalos[offsets[i]:offsets[i+1]]
+      los, los_offsets (optional) the line-of-sight halos, stored the same way (names in attrs["los_columns"])
       attrs: dataset, shard, seed, config_hash, lensinfer_version, pixel_scale, num_pix, units
 
 Shards are written to a temporary sibling and renamed into place, so a killed job never leaves a store that looks
@@ -20,7 +21,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -55,6 +56,8 @@ class ShardData:
     subhalos: np.ndarray
     subhalo_columns: list[str]
     subhalo_offsets: np.ndarray
+    #: further ragged per-image tables, name → (rows, column names, offsets); e.g. "los" (line-of-sight halos)
+    extra: dict[str, tuple[np.ndarray, list[str], np.ndarray]] = field(default_factory=dict)
 
 
 def _atomic_dir(path: Path) -> Path:
@@ -92,7 +95,13 @@ def write_shard(path: str | Path, data: ShardData, attrs: Mapping[str, Any], chu
     m = data.subhalos.shape[0]
     _array(group, "subhalos", data.subhalos.astype(np.float64, copy=False), (max(1, min(m, 65536)), data.subhalos.shape[1]))
     _array(group, "subhalo_offsets", data.subhalo_offsets.astype(np.int64, copy=False), (n + 1,))
-    group.attrs.update(dict(attrs, columns=list(data.columns), subhalo_columns=list(data.subhalo_columns), n_images=n))
+    extra_columns = {}
+    for name, (rows, columns, offsets) in sorted(data.extra.items()):
+        _array(group, name, rows.astype(np.float64, copy=False), (max(1, min(rows.shape[0], 65536)), rows.shape[1]))
+        _array(group, f"{name}_offsets", offsets.astype(np.int64, copy=False), (n + 1,))
+        extra_columns[f"{name}_columns"] = list(columns)
+    group.attrs.update(dict(attrs, columns=list(data.columns), subhalo_columns=list(data.subhalo_columns), n_images=n,
+                            **extra_columns))
     _commit_dir(tmp, path)
 
 

@@ -48,12 +48,13 @@ def mean_convergence_boundary(alpha: AlphaFn, half_width: float, n_per_side: int
 class LenstronomyRenderer:
     """Render scenes on the instrument's grid with lenstronomy."""
 
-    def __init__(self, instrument: Instrument) -> None:
+    def __init__(self, instrument: Instrument, cosmology: str = "planck18") -> None:
         from lenstronomy.Data.imaging_data import ImageData
         from lenstronomy.Data.psf import PSF
         from lenstronomy.Util.simulation_util import data_configure_simple
 
         self.instrument = instrument
+        self.cosmology = cosmology
         kwargs_data = data_configure_simple(instrument.num_pix, instrument.pixel_scale, instrument.exposure_time, instrument.sigma_bkg)
         self._data = ImageData(**kwargs_data)
         self.psf_kernel = instrument.psf()
@@ -61,15 +62,23 @@ class LenstronomyRenderer:
         self._numerics = {"supersampling_factor": instrument.supersampling, "supersampling_convolution": False}
         self.half_width = instrument.num_pix * instrument.pixel_scale / 2.0
 
-    def _image(self, lens_models, kwargs_lens, src_models, kwargs_src, light_models, kwargs_light) -> np.ndarray:
+    def _image(self, lens_models, kwargs_lens, src_models, kwargs_src, light_models, kwargs_light,
+               redshifts: list[float] | None = None, z_source: float | None = None) -> np.ndarray:
         from lenstronomy.ImSim.image_model import ImageModel
         from lenstronomy.LensModel.lens_model import LensModel
         from lenstronomy.LightModel.light_model import LightModel
 
+        if redshifts is None:
+            lens_model = LensModel(lens_models)
+        else:
+            from .. import physics
+
+            lens_model = LensModel(lens_models, z_source=z_source, lens_redshift_list=redshifts, multi_plane=True,
+                                   cosmo=physics.get_cosmology(self.cosmology))
         model = ImageModel(
             self._data,
             self._psf,
-            lens_model_class=LensModel(lens_models),
+            lens_model_class=lens_model,
             source_model_class=LightModel(src_models),
             lens_light_model_class=LightModel(light_models) if light_models else None,
             kwargs_numerics=self._numerics,
@@ -84,7 +93,7 @@ class LenstronomyRenderer:
         """Noiseless, PSF-convolved image of the full scene (lens light included)."""
         return self._image(
             scene.lens_model_list, scene.kwargs_lens, scene.source_model_list, scene.kwargs_source,
-            scene.lens_light_model_list, scene.kwargs_lens_light,
+            scene.lens_light_model_list, scene.kwargs_lens_light, scene.lens_redshift_list, scene.z_source,
         )
 
     def mean_convergence(self, models: list[str], kwargs: list[dict[str, float]]) -> float:

@@ -18,7 +18,7 @@ from ..observe.lenses import LensSpec
 from ..seeds import image_rng, image_seeds
 from .instrument import Instrument
 from .lenstronomy_backend import LenstronomyRenderer
-from .shard import simulate_image, source_catalog
+from .shard import line_of_sight, simulate_image, source_catalog
 
 __all__ = ["MOCK_DATASET", "write_mock_observations"]
 
@@ -31,13 +31,14 @@ def write_mock_observations(config: Mapping[str, Any], lenses: Sequence[LensSpec
     mock = config["observations"]["mock"]
     frame_cfg = dict(config["instrument"], num_pix=int(mock.get("frame_num_pix", 3 * config["instrument"]["num_pix"])))
     inst = Instrument(frame_cfg)
-    renderer = LenstronomyRenderer(inst)
+    renderer = LenstronomyRenderer(inst, config["cosmology"])
+    los = line_of_sight(config)
     seeds = image_seeds(int(config["seed"]), MOCK_DATASET, 0, len(lenses))
     cosmos = source_catalog(config, "test")
     truths = []
     for i, (lens, out) in enumerate(zip(lenses, out_dirs)):
         image, scene = simulate_image(image_rng(seeds[i]), renderer=renderer, config=config,
-                                      population=mock["population"], global_index=i, cosmos=cosmos)
+                                      population=mock["population"], global_index=i, cosmos=cosmos, los=los)
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         image = image + float(mock.get("sky_pedestal", 0.0))

@@ -52,6 +52,9 @@ class Scene:
     kwargs_lens_light: list[dict[str, float]]
     params: dict[str, float] = field(default_factory=dict)
     subhalos: np.ndarray = field(default_factory=lambda: np.zeros((0, len(SUBHALO_COLUMNS))))
+    #: redshift of every lens component for multi-plane ray tracing (line-of-sight halos); None = single plane
+    lens_redshift_list: list[float] | None = None
+    los: np.ndarray | None = None
 
     @property
     def n_macro(self) -> int:

@@ -21,13 +21,20 @@ from ..seeds import config_hash, image_rng, image_seeds
 from .instrument import Instrument, add_noise
 from .lenstronomy_backend import LenstronomyRenderer
 from .priors import draw
+from .los import LOS_COLUMNS, LineOfSight
 from .sources import CosmosSource
 from .scene import SUBHALO_COLUMNS, Scene, draw_macro, draw_subhalos, place_on_bright_pixels, subhalo_lens_kwargs
 
-__all__ = ["population_of", "draw_scene", "simulate_image", "simulate_shard", "simulation_config_section", "source_catalog"]
+__all__ = ["population_of", "draw_scene", "simulate_image", "simulate_shard", "simulation_config_section", "source_catalog", "line_of_sight"]
 
 #: population columns appended after the macro-model columns
 POPULATION_COLUMNS = ("global_index", "gamma_pop", "n_sub", "nms_kappa", "subhalo_mass_total")
+
+
+def line_of_sight(config: Mapping[str, Any]) -> LineOfSight | None:
+    """The DG19 line-of-sight model when ``lens.los`` is enabled, else None."""
+    los_cfg = config["lens"].get("los")
+    return LineOfSight(los_cfg, config["cosmology"]) if los_cfg and los_cfg.get("enabled", True) else None
 
 
 def source_catalog(config: Mapping[str, Any], split: str) -> CosmosSource | None:
@@ -61,6 +68,7 @@ def draw_scene(
     population: Mapping[str, Any],
     global_index: int,
     cosmos: CosmosSource | None = None,
+    los: LineOfSight | None = None,
 ) -> Scene:
     """Every draw of one image except its noise: macro model, population, subhalos placed on the smooth image."""
     inst = renderer.instrument
@@ -93,11 +101,29 @@ def draw_scene(
         kwargs_lens = kwargs_lens + [{"kappa": -kappa, "ra_0": 0.0, "dec_0": 0.0}]
     p.update(gamma_pop=gamma_pop, n_sub=n_sub, nms_kappa=-kappa, global_index=global_index,
              subhalo_mass_total=float(subs[:, 0].sum()) if n_sub else 0.0)
+    redshifts = los_table = None
+    if los is not None:
+        halos = los.draw(rng, z_lens=macro.z_lens, z_source=macro.z_source, theta_e=p["lens_theta_E"],
+                         gamma_lens=p["lens_gamma"], gamma_pop=gamma_pop if population["profile"] == "EPL" else 2.0,
+                         profile=population["profile"], gamma_scatter=float(config["subhalos"]["gamma_scatter"]),
+                         population=population, subhalo_cfg=config["subhalos"],
+                         h=physics.get_cosmology(config["cosmology"]).h, epl_model=epl_model)
+        redshifts = [macro.z_lens] * len(lens_models) + list(halos.redshifts)
+        lens_models, kwargs_lens = lens_models + halos.models, kwargs_lens + halos.kwargs
+        for z_plane in sorted(set(halos.redshifts)):  # one negative sheet per slice (spec §1.3)
+            sel = [i for i, z in enumerate(halos.redshifts) if z == z_plane]
+            k = renderer.mean_convergence([halos.models[i] for i in sel], [halos.kwargs[i] for i in sel])
+            lens_models.append("CONVERGENCE")
+            kwargs_lens.append({"kappa": -k, "ra_0": 0.0, "dec_0": 0.0})
+            redshifts.append(z_plane)
+        los_table = halos.table
+        p.update(n_los=float(len(halos.models)), delta_los=halos.delta_los,
+                 los_mass_total=float(halos.table[:, 1].sum()) if len(halos.models) else 0.0)
     scene = Scene(
         z_lens=macro.z_lens, z_source=macro.z_source, lens_model_list=lens_models, kwargs_lens=kwargs_lens,
         source_model_list=macro.source_model_list, kwargs_source=macro.kwargs_source,
         lens_light_model_list=macro.lens_light_model_list, kwargs_lens_light=macro.kwargs_lens_light,
-        params=p, subhalos=subs,
+        params=p, subhalos=subs, lens_redshift_list=redshifts, los=los_table,
     )
     return scene
 
@@ -110,10 +136,11 @@ def simulate_image(
     population: Mapping[str, Any],
     global_index: int,
     cosmos: CosmosSource | None = None,
+    los: LineOfSight | None = None,
 ) -> tuple[np.ndarray, Scene]:
     """One noisy image (float64, e⁻/s) and its scene; every draw comes from ``rng``."""
     scene = draw_scene(rng, renderer=renderer, config=config, population=population, global_index=global_index,
-                       cosmos=cosmos)
+                       cosmos=cosmos, los=los)
     inst = renderer.instrument
     image = add_noise(rng, renderer.image(scene), inst.exposure_time, inst.sigma_bkg)
     return image, scene
@@ -127,21 +154,27 @@ def simulate_shard(config: Mapping[str, Any], dataset: str, shard: int, out_path
     if not 0 <= shard < int(ds["n_shards"]):
         raise ValueError(f"datasets.{dataset}: shard {shard} out of range [0, {ds['n_shards']})")
     population = population_of(config, dataset)
-    renderer = LenstronomyRenderer(Instrument(config["instrument"]))
+    renderer = LenstronomyRenderer(Instrument(config["instrument"]), config["cosmology"])
     cosmos = source_catalog(config, ds.get("source_split", "train"))
+    los = line_of_sight(config)
     seeds = image_seeds(int(config["seed"]), dataset, shard, n)
     inst = renderer.instrument
     images = np.empty((n, inst.num_pix, inst.num_pix), dtype=np.float32)
     rows: list[dict[str, float]] = []
     subhalos: list[np.ndarray] = []
     offsets = np.zeros(n + 1, dtype=np.int64)
+    los_rows: list[np.ndarray] = []
+    los_offsets = np.zeros(n + 1, dtype=np.int64)
     for i in tqdm(range(n), desc=f"{dataset}/shard {shard}", file=sys.stderr, disable=not progress, mininterval=2.0):
         image, scene = simulate_image(image_rng(seeds[i]), renderer=renderer, config=config, population=population,
-                                      global_index=shard * n + i, cosmos=cosmos)
+                                      global_index=shard * n + i, cosmos=cosmos, los=los)
         images[i] = image
         rows.append(scene.params)
         subhalos.append(scene.subhalos)
         offsets[i + 1] = offsets[i] + scene.subhalos.shape[0]
+        if scene.los is not None:
+            los_rows.append(scene.los)
+            los_offsets[i + 1] = los_offsets[i] + scene.los.shape[0]
     columns = [c for c in rows[0] if c not in POPULATION_COLUMNS] + list(POPULATION_COLUMNS)
     params = np.array([[r[c] for c in columns] for r in rows], dtype=np.float64)
     data = ShardData(
@@ -149,6 +182,9 @@ def simulate_shard(config: Mapping[str, Any], dataset: str, shard: int, out_path
         subhalos=np.concatenate(subhalos) if subhalos else np.zeros((0, len(SUBHALO_COLUMNS))),
         subhalo_columns=list(SUBHALO_COLUMNS), subhalo_offsets=offsets,
     )
+    if los is not None:
+        data.extra = {"los": (np.concatenate(los_rows) if los_rows else np.zeros((0, len(LOS_COLUMNS))),
+                              list(LOS_COLUMNS), los_offsets)}
     attrs = {
         "dataset": dataset, "shard": shard, "seed": int(config["seed"]), "lensinfer_version": __version__,
         "config_hash": config_hash(simulation_config_section(config, dataset)),

@@ -1,0 +1,58 @@
+"""Line-of-sight halos (paltas DG19 ingredients, our draws) and multi-plane rendering."""
+
+import numpy as np
+import pytest
+
+from lensinfer.simulate.instrument import Instrument
+from lensinfer.simulate.lenstronomy_backend import LenstronomyRenderer
+from lensinfer.simulate.los import LOS_COLUMNS, LineOfSight
+
+COL = {c: i for i, c in enumerate(LOS_COLUMNS)}
+LOS = {"delta_los": {"uniform": [1.9, 2.0]}, "m_min": 1e7, "m_max": 1e10, "z_min": 0.01, "dz": 0.01,
+       "cone_angle": 4.0, "r_min": 0.5, "r_max": 10.0}
+SUB = {"e1": {"uniform": [-0.2, 0.2]}, "e2": {"uniform": [-0.2, 0.2]}}
+KW = dict(z_lens=0.2, z_source=0.6, theta_e=1.1, gamma_lens=2.0, gamma_pop=2.3, gamma_scatter=0.1,
+          subhalo_cfg=SUB, h=0.6766)
+
+
+@pytest.fixture(scope="module")
+def los():
+    return LineOfSight(LOS)
+
+
+def test_epl_los_halos(los):
+    a = los.draw(np.random.default_rng(5), profile="EPL", population={"profile": "EPL"}, **KW)
+    b = los.draw(np.random.default_rng(5), profile="EPL", population={"profile": "EPL"}, **KW)
+    np.testing.assert_array_equal(a.table, b.table)
+    t = a.table
+    assert len(a.models) == t.shape[0] > 0 and 1.9 <= a.delta_los <= 2.0
+    assert t[:, COL["z"]].min() > 0.01 and t[:, COL["z"]].max() < 0.6
+    assert t[:, COL["mass"]].min() >= 1e7 and t[:, COL["mass"]].max() <= 1e10
+    assert t[:, COL["gamma"]].min() >= 1.01 and t[:, COL["gamma"]].max() <= 2.99
+    assert np.all(np.hypot(t[:, COL["x"]], t[:, COL["y"]]) <= 2.0 + 1e-9)  # inside the 4" cone
+    assert np.all(t[:, COL["theta_E"]] > 0)
+
+
+def test_nfw_los_and_empty_normalisation(los):
+    pop = {"profile": "NFW", "c_factor": 1.0, "dex_scatter": 0.1}
+    nfw = los.draw(np.random.default_rng(6), profile="NFW", population=pop, **KW)
+    assert set(nfw.models) == {"NFW"} and np.all(nfw.table[:, COL["Rs"]] > 0)
+    none = LineOfSight(dict(LOS, delta_los=0.0)).draw(np.random.default_rng(6), profile="NFW", population=pop, **KW)
+    assert none.models == [] and none.table.shape == (0, len(LOS_COLUMNS))
+
+
+def test_multiplane_render_with_los(los):
+    from lenstronomy.LensModel.lens_model import LensModel
+
+    halos = los.draw(np.random.default_rng(7), profile="EPL", population={"profile": "EPL"}, **KW)
+    models = ["EPL"] + halos.models
+    kwargs = [dict(theta_E=1.1, gamma=2.0, e1=0.05, e2=0.0, center_x=0.0, center_y=0.0)] + halos.kwargs
+    redshifts = [0.2] + halos.redshifts
+    r = LenstronomyRenderer(Instrument({"pixel_scale": 0.08, "num_pix": 32, "exposure_time": 2200, "sky_brightness": 21.83,
+                                        "read_noise": 3.0, "magnitude_zero_point": 25.127,
+                                        "psf": {"type": "gaussian", "fwhm": 0.1}}))
+    src = [dict(amp=50.0, R_sersic=0.2, n_sersic=1.0, e1=0.0, e2=0.0, center_x=0.05, center_y=0.0)]
+    multi = r._image(models, kwargs, ["SERSIC_ELLIPSE"], src, [], [], redshifts, 0.6)
+    single = r._image(models[:1], kwargs[:1], ["SERSIC_ELLIPSE"], src, [], [])
+    assert np.isfinite(multi).all() and 0 < np.abs(multi - single).max() < 0.5 * single.max()
+    assert LensModel(models, z_source=0.6, lens_redshift_list=redshifts, multi_plane=True).alpha(0.5, 0.5, kwargs)
