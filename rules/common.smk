@@ -1,4 +1,5 @@
 # Config validation and helpers shared by the stage rules.
+import functools
 import os
 import sys
 from pathlib import Path
@@ -48,12 +49,16 @@ def canonical(value):
     return value
 
 
-def simulation_params(wildcards):
-    """Everything a shard depends on: a change of any of these reruns the simulation."""
+@functools.lru_cache(maxsize=None)
+def simulation_params_of(dataset):
     return canonical(
-        {k: config[k] for k in SIM_SECTIONS}
-        | {"datasets": {wildcards.dataset: config["datasets"][wildcards.dataset]}}
+        {k: config[k] for k in SIM_SECTIONS} | {"datasets": {dataset: config["datasets"][dataset]}}
     )
+
+
+def simulation_params(wildcards):
+    """Everything a shard depends on: a change of any of these reruns the simulation (cached per dataset)."""
+    return simulation_params_of(wildcards.dataset)
 
 
 def mock_params(wildcards):

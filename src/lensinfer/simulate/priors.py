@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import numpy as np
-from scipy.stats import truncnorm
 
 __all__ = ["PriorError", "PRIOR_KINDS", "check_prior", "draw", "prior_bounds", "draw_truncnormal"]
 
@@ -78,6 +77,8 @@ def draw_truncnormal(
     sd_a = np.asarray(sd, dtype=float)
     if np.all(sd_a == 0):
         return np.broadcast_to(np.clip(mean_a, low, high), size if size is not None else mean_a.shape).astype(float)
+    from scipy.stats import truncnorm  # imported lazily: the workflow's config checks must start fast
+
     a = (low - mean_a) / sd_a
     b = (high - mean_a) / sd_a
     return truncnorm.rvs(a, b, loc=mean_a, scale=sd_a, size=size, random_state=rng)
