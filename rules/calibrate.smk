@@ -8,8 +8,6 @@ rule curves:
         masks="results/data/{dataset}/masks.zarr",
     output:
         "results/curves/{est}/{dataset}.npz",
-    params:
-        grid=canonical(config["inference"]["grid"]),
     log:
         "logs/curves/{est}/{dataset}.log",
     conda:
@@ -19,6 +17,8 @@ rule curves:
         gpu=1,
         mem_mb=8000,
         runtime=120,
+    params:
+        grid=canonical(config["inference"]["grid"]),
     script:
         "../workflow/scripts/curves.py"
 
@@ -31,10 +31,6 @@ rule calibrate:
         kde="results/calibration/{est}/kde.npz",
         thresholds="results/calibration/{est}/thresholds.json",
         coverage="results/calibration/{est}/coverage.csv",
-    params:
-        calibrate=canonical(config["calibrate"]),
-        levels=config["inference"]["levels"],
-        seed=config["seed"],
     log:
         "logs/calibrate/{est}.log",
     conda:
@@ -43,5 +39,9 @@ rule calibrate:
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        calibrate=canonical(config["calibrate"]),
+        levels=config["inference"]["levels"],
+        seed=config["seed"],
     script:
         "../workflow/scripts/calibrate.py"

@@ -10,11 +10,18 @@ from snakemake.utils import validate
 # Jobs import this checkout's library (src/) whatever environment runs them (venv, conda env, cluster node).
 SRC = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, SRC)
-os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p))
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+)
 # numba (lenstronomy EPL_NUMBA) caches compiled code here instead of read-only site-packages.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(".numba_cache").resolve()))
 
-from lensinfer.config import ConfigError, check_config, dataset_shards, observation_lenses  # noqa: E402
+from lensinfer.config import (
+    ConfigError,
+    check_config,
+    dataset_shards,
+    observation_lenses,
+)  # noqa: E402
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 try:
@@ -37,7 +44,15 @@ wildcard_constraints:
     lens="|".join(l.replace("+", r"\+").replace(".", r"\.") for l in LENSES),
 
 
-SIM_SECTIONS = ("seed", "cosmology", "instrument", "renderer", "lens", "subhalos", "storage")
+SIM_SECTIONS = (
+    "seed",
+    "cosmology",
+    "instrument",
+    "renderer",
+    "lens",
+    "subhalos",
+    "storage",
+)
 
 
 def canonical(value):
@@ -52,7 +67,8 @@ def canonical(value):
 @functools.lru_cache(maxsize=None)
 def simulation_params_of(dataset):
     return canonical(
-        {k: config[k] for k in SIM_SECTIONS} | {"datasets": {dataset: config["datasets"][dataset]}}
+        {k: config[k] for k in SIM_SECTIONS}
+        | {"datasets": {dataset: config["datasets"][dataset]}}
     )
 
 
@@ -63,7 +79,9 @@ def simulation_params(wildcards):
 
 def mock_params(wildcards):
     """Everything the mock observations depend on."""
-    return canonical({k: config[k] for k in SIM_SECTIONS} | {"observations": config["observations"]})
+    return canonical(
+        {k: config[k] for k in SIM_SECTIONS} | {"observations": config["observations"]}
+    )
 
 
 COSMOS_DIR = config["lens"]["source"].get("catalog_dir", "resources/cosmos_catalog")
@@ -72,7 +90,11 @@ USE_COSMOS = config["lens"]["source"]["type"] == "cosmos"
 
 def cosmos_download_marker(wildcards):
     """The verified-download record when the config asks lensinfer to fetch the COSMOS sample."""
-    return [f"{COSMOS_DIR}/lensinfer_verified.json"] if "download" in config["lens"]["source"] else []
+    return (
+        [f"{COSMOS_DIR}/lensinfer_verified.json"]
+        if "download" in config["lens"]["source"]
+        else []
+    )
 
 
 def cosmos_prepared(wildcards):

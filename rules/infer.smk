@@ -8,13 +8,12 @@ rule infer:
         kde="results/calibration/{est}/kde.npz",
         images=expand("results/observations/processed/{lens}/image.npy", lens=LENSES),
         masks=expand("results/observations/processed/{lens}/mask.npy", lens=LENSES),
-        metadata=expand("results/observations/processed/{lens}/metadata.json", lens=LENSES),
+        metadata=expand(
+            "results/observations/processed/{lens}/metadata.json", lens=LENSES
+        ),
     output:
         summary="results/inference/{est}/summary.json",
         curves="results/inference/{est}/curves.csv",
-    params:
-        inference=canonical(config["inference"]),
-        lenses=LENSES,
     log:
         "logs/infer/{est}.log",
     conda:
@@ -23,6 +22,9 @@ rule infer:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        inference=canonical(config["inference"]),
+        lenses=LENSES,
     script:
         "../workflow/scripts/infer.py"
 
@@ -33,9 +35,6 @@ rule infer_cdm:
         thresholds="results/calibration/{est}/thresholds.json",
     output:
         "results/inference/{est}/cdm_{dataset}.json",
-    params:
-        inference=canonical(config["inference"]),
-        seed=config["seed"],
     log:
         "logs/infer/{est}_cdm_{dataset}.log",
     conda:
@@ -44,5 +43,8 @@ rule infer_cdm:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        inference=canonical(config["inference"]),
+        seed=config["seed"],
     script:
         "../workflow/scripts/infer_cdm.py"

@@ -7,10 +7,6 @@ rule mask:
         table="results/data/{dataset}/table.zarr",
     output:
         directory("results/data/{dataset}/masks.zarr"),
-    params:
-        pixel_scale=config["instrument"]["pixel_scale"],
-        radius_theta_E=config["mask"]["radius_theta_E"],
-        chunk_images=config["storage"]["chunk_images"],
     log:
         "logs/mask/{dataset}.log",
     conda:
@@ -19,5 +15,9 @@ rule mask:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        pixel_scale=config["instrument"]["pixel_scale"],
+        radius_theta_E=config["mask"]["radius_theta_E"],
+        chunk_images=config["storage"]["chunk_images"],
     script:
         "../workflow/scripts/mask.py"

@@ -8,9 +8,6 @@ rule merge:
         manifest="results/data/{dataset}/manifest.json",
         table=directory("results/data/{dataset}/table.zarr"),
         stats="results/data/{dataset}/stats.json",
-    params:
-        pixel_scale=config["instrument"]["pixel_scale"],
-        radius_theta_E=config["mask"]["radius_theta_E"],
     log:
         "logs/merge/{dataset}.log",
     conda:
@@ -19,5 +16,8 @@ rule merge:
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        pixel_scale=config["instrument"]["pixel_scale"],
+        radius_theta_E=config["mask"]["radius_theta_E"],
     script:
         "../workflow/scripts/merge.py"

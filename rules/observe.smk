@@ -1,6 +1,7 @@
 # Stage 6: observations — mock HST-like frames (offline demo), local FITS files, or MAST downloads —
 # then the same preprocessing for all: background, recentring, flux-conserving resampling, noise, mask.
 
+
 localrules:
     fetch_hst,
 
@@ -11,17 +12,17 @@ rule observe_mock:
     output:
         frames=expand("results/observations/raw/{lens}/science.fits", lens=LENSES),
         truths=expand("results/observations/raw/{lens}/truth.json", lens=LENSES),
-    params:
-        sim=mock_params,
-        lenses=LENSES,
     log:
         "logs/observe/mock.log",
     conda:
-        "../envs/simulate.yaml"
+        "../envs/observe.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        sim=mock_params,
+        lenses=LENSES,
     script:
         "../workflow/scripts/observe_mock.py"
 
@@ -30,10 +31,6 @@ rule fetch_hst:
     output:
         frame="results/observations/raw/{lens}/science.fits",
         manifest="results/observations/raw/{lens}/manifest.json",
-    params:
-        mast=canonical(config["observations"]["mast"]),
-        lenses=canonical(config["observations"].get("lenses", [])),
-        instrument=canonical(config["instrument"]),
     log:
         "logs/observe/fetch_{lens}.log",
     conda:
@@ -42,6 +39,10 @@ rule fetch_hst:
     resources:
         mem_mb=2000,
         runtime=60,
+    params:
+        mast=canonical(config["observations"]["mast"]),
+        lenses=canonical(config["observations"].get("lenses", [])),
+        instrument=canonical(config["instrument"]),
     script:
         "../workflow/scripts/fetch_hst.py"
 
@@ -62,10 +63,6 @@ rule preprocess:
             category="Observations",
             labels={"lens": "{lens}"},
         ),
-    params:
-        observations=canonical(config["observations"]),
-        instrument=canonical(config["instrument"]),
-        mask=canonical(config["mask"]),
     log:
         "logs/observe/preprocess_{lens}.log",
     conda:
@@ -74,5 +71,9 @@ rule preprocess:
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        observations=canonical(config["observations"]),
+        instrument=canonical(config["instrument"]),
+        mask=canonical(config["mask"]),
     script:
         "../workflow/scripts/preprocess.py"

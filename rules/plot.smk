@@ -5,7 +5,11 @@ rule plot_training:
     input:
         history=f"results/models/{ESTIMATOR}/history.csv",
     output:
-        report("results/plots/training.png", caption="../report/training.rst", category="Training"),
+        report(
+            "results/plots/training.png",
+            caption="../report/training.rst",
+            category="Training",
+        ),
     log:
         "logs/plot/training.log",
     conda:
@@ -22,9 +26,11 @@ rule plot_examples:
         manifest=f"results/data/{config['train']['dataset']}/manifest.json",
         masks=merged(config["train"]["dataset"])["masks"],
     output:
-        report("results/plots/examples.png", caption="../report/examples.rst", category="Data"),
-    params:
-        n=config["plot"]["n_examples"],
+        report(
+            "results/plots/examples.png",
+            caption="../report/examples.rst",
+            category="Data",
+        ),
     log:
         "logs/plot/examples.log",
     conda:
@@ -32,6 +38,8 @@ rule plot_examples:
     threads: 1
     resources:
         mem_mb=1000,
+    params:
+        n=config["plot"]["n_examples"],
     script:
         "../workflow/scripts/plot.py"
 
@@ -41,9 +49,11 @@ rule plot_observations:
         images=expand("results/observations/processed/{lens}/image.npy", lens=LENSES),
         masks=expand("results/observations/processed/{lens}/mask.npy", lens=LENSES),
     output:
-        report("results/plots/observations.png", caption="../report/observations.rst", category="Observations"),
-    params:
-        lenses=LENSES,
+        report(
+            "results/plots/observations.png",
+            caption="../report/observations.rst",
+            category="Observations",
+        ),
     log:
         "logs/plot/observations.log",
     conda:
@@ -51,6 +61,8 @@ rule plot_observations:
     threads: 1
     resources:
         mem_mb=1000,
+    params:
+        lenses=LENSES,
     script:
         "../workflow/scripts/plot.py"
 
@@ -65,7 +77,11 @@ rule plot_gamma_curves:
             dataset=config["inference"]["cdm_datasets"],
         ),
     output:
-        report("results/plots/gamma_curves.png", caption="../report/gamma_curves.rst", category="Inference"),
+        report(
+            "results/plots/gamma_curves.png",
+            caption="../report/gamma_curves.rst",
+            category="Inference",
+        ),
     log:
         "logs/plot/gamma_curves.log",
     conda:
@@ -82,7 +98,11 @@ rule plot_coverage:
         coverage=f"results/calibration/{ESTIMATOR}/coverage.csv",
         thresholds=f"results/calibration/{ESTIMATOR}/thresholds.json",
     output:
-        report("results/plots/coverage.png", caption="../report/coverage.rst", category="Calibration"),
+        report(
+            "results/plots/coverage.png",
+            caption="../report/coverage.rst",
+            category="Calibration",
+        ),
     log:
         "logs/plot/coverage.log",
     conda:

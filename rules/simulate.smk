@@ -6,8 +6,6 @@ rule simulate_shard:
         cosmos_prepared,
     output:
         directory("results/sims/{dataset}/shard_{shard}.zarr"),
-    params:
-        sim=simulation_params,
     log:
         "logs/simulate/{dataset}/shard_{shard}.log",
     benchmark:
@@ -18,12 +16,15 @@ rule simulate_shard:
     resources:
         mem_mb=2000,
         runtime=240,
+    params:
+        sim=simulation_params,
     script:
         "../workflow/scripts/simulate_shard.py"
 
 
 # COSMOS galaxy sources (lens.source.type: cosmos): optional download, then one job that builds paltas' galaxy
 # cache in the catalog folder before parallel simulation jobs use it (it is written on first use and would race).
+
 
 localrules:
     download_cosmos,
@@ -32,8 +33,6 @@ localrules:
 rule download_cosmos:
     output:
         f"{COSMOS_DIR}/lensinfer_verified.json",
-    params:
-        download=canonical(config["lens"]["source"].get("download", {})),
     log:
         "logs/cosmos/download.log",
     conda:
@@ -42,6 +41,8 @@ rule download_cosmos:
     resources:
         mem_mb=2000,
         runtime=240,
+    params:
+        download=canonical(config["lens"]["source"].get("download", {})),
     script:
         "../workflow/scripts/download_cosmos.py"
 
@@ -51,10 +52,6 @@ rule prepare_cosmos:
         cosmos_download_marker,
     output:
         "results/cosmos/prepared.json",
-    params:
-        source=canonical(config["lens"]["source"]),
-        zero_point=config["instrument"]["magnitude_zero_point"],
-        cosmology=config["cosmology"],
     log:
         "logs/cosmos/prepare.log",
     conda:
@@ -63,5 +60,9 @@ rule prepare_cosmos:
     resources:
         mem_mb=4000,
         runtime=240,
+    params:
+        source=canonical(config["lens"]["source"]),
+        zero_point=config["instrument"]["magnitude_zero_point"],
+        cosmology=config["cosmology"],
     script:
         "../workflow/scripts/prepare_cosmos.py"

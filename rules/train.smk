@@ -3,18 +3,17 @@
 
 rule train_nre:
     input:
-        train=multiext(f"results/data/{config['train']['dataset']}/", "manifest.json", "stats.json"),
+        train=multiext(
+            f"results/data/{config['train']['dataset']}/",
+            "manifest.json",
+            "stats.json",
+        ),
         train_masks=merged(config["train"]["dataset"])["masks"],
         val=f"results/data/{config['train']['val_dataset']}/manifest.json",
         val_masks=merged(config["train"]["val_dataset"])["masks"],
     output:
         model="results/models/nre/model.pt",
         history="results/models/nre/history.csv",
-    params:
-        model=canonical(config["model"]),
-        train=canonical(config["train"]),
-        seed=config["seed"],
-        checkpoint_dir="results/models/nre/checkpoints",
     log:
         "logs/train/nre.log",
     benchmark:
@@ -26,5 +25,10 @@ rule train_nre:
         gpu=1,
         mem_mb=16000,
         runtime=1440,
+    params:
+        model=canonical(config["model"]),
+        train=canonical(config["train"]),
+        seed=config["seed"],
+        checkpoint_dir="results/models/nre/checkpoints",
     script:
         "../workflow/scripts/train_nre.py"

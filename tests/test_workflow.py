@@ -141,8 +141,3 @@ def test_deleted_shard_is_regenerated_byte_identical(workdir):
     planned = planned_rules(snakemake(workdir, "-n"))
     assert "simulate_shard" not in planned and "observe_mock" not in planned
     assert {"merge", "mask", "train_nre"} <= planned
-
-
-def test_lint_is_clean(workdir):
-    proc = snakemake(workdir, "--lint", check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
