@@ -131,8 +131,18 @@ def raw_frame(wildcards):
     return f"results/observations/raw/{wildcards.lens}/science.fits"
 
 
+def all_shards():
+    """Every shard: they are the data store the merged manifests point to, so a deleted one is regenerated."""
+    return [
+        f"results/sims/{d}/shard_{i}.zarr"
+        for d in DATASETS
+        for i in dataset_shards(config, d)
+    ]
+
+
 def all_targets():
     return [
+        *all_shards(),
         f"results/models/{ESTIMATOR}/model.pt",
         f"results/calibration/{ESTIMATOR}/thresholds.json",
         f"results/inference/{ESTIMATOR}/summary.json",
