@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from lensinfer.calibrate import apply_kde_calibration, coverage_curve, coverage_tables, fit_kde_calibration, make_sets, recalibrated_threshold
+from lensinfer.calibrate import (apply_kde_calibration, coverage_curve, coverage_tables, covering_thresholds,
+                                 fit_kde_calibration, gamma_folds, make_sets, threshold_for_coverage)
 from lensinfer.infer import combine, grid_centres, interval, mle, normalise, summarise_curve, wilks_threshold
 
 
@@ -57,8 +58,24 @@ def test_calibrated_curves_cover_nominally_and_overconfident_ones_are_recalibrat
     assert np.max(np.abs(good - nominal)) < 0.06
     over = coverage_curve(grid, normalise(gaussian_curves(truths, 0.08, grid, rng, bias_scale=2.0)), truths, nominal)
     assert over[9] < nominal[9] - 0.1  # intervals too narrow
-    t = recalibrated_threshold(nominal, over, 0.68)
-    assert t > wilks_threshold(0.68) * 2.5  # needs (about) 4× the threshold for a 2× too small σ
+    t_star = covering_thresholds(grid, normalise(gaussian_curves(truths, 0.08, grid, rng, bias_scale=2.0)), truths)
+    t = threshold_for_coverage(t_star, 0.68)
+    assert t == pytest.approx(4 * wilks_threshold(0.68), rel=0.2)  # a 2× too small σ needs 4× the threshold
+
+
+def test_covering_threshold_is_where_the_interval_starts_to_contain_the_truth():
+    rng = np.random.default_rng(3)
+    grid = grid_centres(1.1, 2.9, 40)
+    # bumpy curves (several local maxima) and truths anywhere on the grid, including between points and at edges
+    curves = np.cumsum(rng.normal(0, 1.5, (300, 40)), axis=1)
+    truths = np.concatenate([rng.uniform(grid[0], grid[-1], 290), grid[[0, 5, 39]], [1.0, 3.0], grid[:5]])
+    t_star = covering_thresholds(grid, curves, truths)
+    assert np.all(np.isinf(t_star[[293, 294]]))  # outside the grid
+    for c, g, t in zip(curves, truths, t_star):
+        if np.isfinite(t):
+            assert interval(grid, c, t * (1 + 1e-9) + 1e-9).contains(g)
+            if t > 1e-6:
+                assert not interval(grid, c, t * (1 - 1e-6)).contains(g)
 
 
 def test_coverage_tables_cross_fitted(tmp_path):
@@ -70,10 +87,23 @@ def test_coverage_tables_cross_fitted(tmp_path):
     for n in ("1", "13"):
         cov = result["set_sizes"][n]["coverage_recalibrated_crossfit"]
         assert cov["0.68"] == pytest.approx(0.68, abs=0.12)
-        assert result["set_sizes"][n]["thresholds"]["0.68"] > 0
+        assert result["set_sizes"][n]["thresholds"]["0.68"] == pytest.approx(wilks_threshold(0.68), rel=0.35)
+    assert result["set_sizes"]["1"]["n_sets"] == len(truths)  # N = 1: every image is a set
     assert len(rows) == 80
+    curve1 = [r for r in rows if r["set_size"] == 1]
+    # calibrated curves: both the Wilks and the recalibrated expected-coverage curves follow the diagonal
+    assert max(abs(r["empirical"] - r["nominal"]) for r in curve1) < 0.08
+    assert max(abs(r["recalibrated_crossfit"] - r["nominal"]) for r in curve1) < 0.08
     with pytest.raises(ValueError, match="enlarge"):
         coverage_tables(grid, curves[:5], truths[:5], [13], 4, [0.68], 20, seed=0)
+
+
+def test_gamma_folds_interleave_values():
+    truths = np.repeat([1.4, 1.5, 1.6, 1.7], 3)
+    a, b = gamma_folds(truths)
+    assert set(truths[a]) == {1.4, 1.6} and set(truths[b]) == {1.5, 1.7}
+    a, b = gamma_folds(np.full(5, 2.0))
+    assert sorted(np.concatenate([a, b])) == list(range(5))
 
 
 def test_make_sets_share_one_truth():

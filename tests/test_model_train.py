@@ -37,6 +37,38 @@ def test_embed_once_equals_full_forward_and_untrained_loss_is_ln2():
         assert float(ratio_loss(model, x, torch.randn(4))) == pytest.approx(np.log(2), abs=1e-6)
 
 
+@pytest.mark.parametrize("conditioning", ["late", "film"])
+def test_log_ratio_grid_equals_one_forward_per_grid_value(conditioning):
+    torch.manual_seed(1)
+    model = RatioEstimator("small", 8, 16, conditioning=conditioning)
+    for m in model.modules():  # non-trivial BatchNorm statistics and FiLM weights
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    if conditioning == "film":
+        torch.nn.init.normal_(model.embedding.film.net[-1].weight, std=0.3)
+    model.eval()
+    x, theta = torch.randn(3, 32, 32), torch.linspace(-1.5, 1.5, 9)
+    slow = torch.stack([model(x, torch.full((3,), float(t))) for t in theta], dim=1)
+    with torch.inference_mode():
+        torch.testing.assert_close(model.log_ratio_grid(x, theta), slow.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model.fused().log_ratio_grid(x, theta), slow.detach(), rtol=1e-4, atol=1e-4)
+    assert model.embed_once == (conditioning == "late")
+    if conditioning == "film":
+        with pytest.raises(RuntimeError, match="FiLM"):
+            model.embed(x)
+
+
+def test_untrained_film_equals_late_fusion():
+    torch.manual_seed(2)
+    late = RatioEstimator("small", 8, 16).eval()
+    film = RatioEstimator("small", 8, 16, conditioning="film").eval()
+    film.load_state_dict(late.state_dict(), strict=False)  # FiLM's last layer starts at zero: identity modulation
+    x, theta = torch.randn(4, 32, 32), torch.randn(4)
+    torch.testing.assert_close(film(x, theta), late(x, theta))
+    assert float(ratio_loss(film, x, theta).detach()) > 0
+
+
 def test_loader_covers_each_image_once_per_epoch(synthetic_dataset):
     data = MergedDataset(synthetic_dataset, synthetic_dataset / "masks.zarr")
     w = load_whitening(synthetic_dataset / "stats.json")
@@ -84,8 +116,27 @@ def test_training_learns_and_resumes_after_kill(tmp_path, synthetic_dataset):
         out_history=part / "h2.csv", checkpoint_dir=part / "ckpt", threads=1)
     assert len(list(csv.DictReader(open(part / "h2.csv")))) == 1
 
+    # FiLM conditioning trains through the same loop (trunk run on joint and marginal pairs)
+    film = train_ratio_estimator(
+        train_dir=synthetic_dataset, train_masks=synthetic_dataset / "masks.zarr", val_dir=synthetic_dataset,
+        val_masks=synthetic_dataset / "masks.zarr", whitening=load_whitening(synthetic_dataset / "stats.json"),
+        model_cfg=dict(MODEL, conditioning="film"), train_cfg=dict(TRAIN, max_epochs=1), seed=3,
+        out_model=part / "film.pt", out_history=part / "film.csv", checkpoint_dir=part / "ckpt_film", threads=1)
+    assert np.isfinite(film["best_val_loss"]) and load_model(part / "film.pt")[0].conditioning == "film"
+
     model, w = load_model(full / "model.pt")
     data = MergedDataset(synthetic_dataset, synthetic_dataset / "masks.zarr")
     images, masks = data.read(np.arange(8))
     curves = log_ratio_curves(model, w, images, masks, grid_centres(1.1, 2.9, 50))
     assert curves.shape == (8, 50) and np.isfinite(curves).all()
+
+
+def test_rerun_of_an_early_stopped_run_trains_nothing(tmp_path, synthetic_dataset):
+    cfg = dict(TRAIN, max_epochs=5, early_stopping={"patience": 1, "min_delta": 10.0})  # stops after epoch 2
+    kwargs = dict(train_dir=synthetic_dataset, train_masks=synthetic_dataset / "masks.zarr", val_dir=synthetic_dataset,
+                  val_masks=synthetic_dataset / "masks.zarr", whitening=load_whitening(synthetic_dataset / "stats.json"),
+                  model_cfg=MODEL, train_cfg=cfg, seed=3, out_model=tmp_path / "model.pt",
+                  out_history=tmp_path / "history.csv", checkpoint_dir=tmp_path / "ckpt", threads=1)
+    first = train_ratio_estimator(**kwargs)
+    again = train_ratio_estimator(**kwargs)
+    assert first["epochs"] == again["epochs"] == 2 and first["best_val_loss"] == again["best_val_loss"]

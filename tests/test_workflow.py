@@ -165,13 +165,21 @@ def test_killed_simulation_resumes_without_redoing_finished_shards(tmp_path):
                        "--cores", "1", *targets]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env=dict(os.environ, NUMBA_CACHE_DIR=str(ROOT / ".numba_cache")))
-    first, second = wd / targets[0], wd / targets[1]
+    shards = [wd / t for t in targets]
+    logs = [wd / f"logs/simulate/train/shard_{i}.log" for i in range(2)]
+
+    def one_done_other_running() -> bool:
+        done = [p.exists() for p in shards]
+        return sum(done) == 1 and logs[done.index(False)].exists()
+
     deadline = time.time() + 300
-    while time.time() < deadline and not (first.exists() and (wd / "logs/simulate/train/shard_1.log").exists()):
-        time.sleep(0.1)
+    while time.time() < deadline and not one_done_other_running():
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    assert first.exists() and not second.exists(), "the kill must land while shard 1 is being simulated"
+    done = [p.exists() for p in shards]
+    assert sum(done) == 1, "the kill must land while the second shard is being simulated"
+    first, second = (shards[0], shards[1]) if done[0] else (shards[1], shards[0])
     stamp = directory_sha256(first), first.stat().st_mtime_ns
     snakemake(wd, "--unlock")  # a killed snakemake leaves its lock behind
     out = snakemake(wd, "--cores", "1", *targets)

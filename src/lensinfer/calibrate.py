@@ -1,14 +1,23 @@
 """Calibration of the ratio estimator (spec/science.md §4).
 
-(a) **KDE calibration** of the classifier statistic (Cranmer, Pavez & Louppe 2015): for every grid value θ_i,
-    densities of s = exp(normalised log r̂(x, θ_i)) under p(x|θ_i) (validation images whose true γ falls in bin i)
-    and under the marginal p(x) (all validation images); log r_c = log p̂(s|θ_i) − log p̂_ref(s|θ_i). The bandwidths
-    are chosen by cross-validated likelihood (the reference fixed 0.1 and left its CV helper unused).
-(b) **Coverage-recalibrated thresholds**: on test sets at fixed γ values, the empirical coverage of the
-    Wilks intervals {−2Δlog r̂ ≤ χ²₁ isf(1 − p)} is measured for nominal p ∈ (0, 1); the threshold reaching 68 % /
-    95 % empirical coverage is interpolated. Done separately for sets of N = 1 and N = 13 combined lenses.
-(c) **Expected coverage of the final intervals**, cross-fitted: thresholds fitted on half of the sets are
-    applied to the other half, so the reported coverage is not measured on the data that set it.
+(a) **KDE calibration** of the classifier statistic (Cranmer, Pavez & Louppe 2015, arXiv:1506.02169: the
+    likelihood ratio is recovered from the densities of the classifier score under each hypothesis): for every
+    grid value θ_i, densities of s = exp(normalised log r̂(x, θ_i)) under p(x|θ_i) (validation images whose true γ
+    falls in bin i) and under the marginal p(x) (all validation images); log r_c = log p̂(s|θ_i) − log p̂_ref(s|θ_i).
+    The bandwidths are chosen by cross-validated likelihood (the reference fixed 0.1 and left its CV helper unused).
+(b) **Coverage-recalibrated thresholds.** An interval {θ : −2Δlog r̂(θ) ≤ t} (the connected part around the maximum,
+    crossings interpolated, :func:`lensinfer.infer.interval`) covers the true γ exactly when t ≥ t*, the
+    *covering threshold* of that curve (:func:`covering_thresholds`). On test sets at fixed γ values, the empirical
+    distribution of t* therefore gives everything at once: the coverage of the Wilks thresholds χ²₁ isf(1 − p) for
+    every nominal p, and the recalibrated threshold for a target coverage p as the p-quantile of t* — no grid of
+    nominal levels and no cap at the largest one (the reference interpolated a 100-level coverage map). Done
+    separately for sets of N = 1 and N = 13 combined lenses.
+(c) **Expected coverage of the final intervals, cross-fitted**: the γ values are split into two interleaved folds;
+    thresholds fitted on the sets of one fold are applied to the sets of the other. Sets of different γ values
+    never share images, so the reported coverage is not measured on data that set the threshold (with few images
+    per γ, sets of one γ value overlap — splitting sets instead would leak). ``coverage.csv`` holds, for every set
+    size and nominal level p, the empirical coverage of the Wilks interval and the cross-fitted coverage of the
+    recalibrated interval — the expected-coverage curve of the intervals that are reported.
 """
 
 from __future__ import annotations
@@ -21,13 +30,14 @@ import numpy as np
 from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KernelDensity
 
-from .infer import combine, interval, normalise, wilks_threshold
+from .infer import combine, normalise, wilks_threshold
 
 __all__ = [
     "make_sets",
+    "covering_thresholds",
     "coverage_curve",
-    "recalibrated_threshold",
-    "cross_fitted_coverage",
+    "threshold_for_coverage",
+    "gamma_folds",
     "coverage_tables",
     "run_calibration",
     "fit_kde_calibration",
@@ -36,7 +46,8 @@ __all__ = [
 
 
 def make_sets(true_gamma: np.ndarray, set_size: int, n_sets: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Index sets of ``set_size`` images sharing one true γ: disjoint when there are enough images, else random."""
+    """Index sets of ``set_size`` images sharing one true γ, per γ value: every disjoint set when that gives at
+    least ``n_sets`` (for N = 1: every image), else ``n_sets`` random sets (distinct images within a set)."""
     sets: list[np.ndarray] = []
     for value in np.unique(true_gamma[np.isfinite(true_gamma)]):
         idx = np.nonzero(true_gamma == value)[0]
@@ -45,55 +56,75 @@ def make_sets(true_gamma: np.ndarray, set_size: int, n_sets: int, rng: np.random
         perm = rng.permutation(idx)
         n_disjoint = idx.size // set_size
         if n_disjoint >= n_sets:
-            sets.extend(perm[i * set_size:(i + 1) * set_size] for i in range(n_sets))
+            sets.extend(perm[i * set_size:(i + 1) * set_size] for i in range(n_disjoint))
         else:
             sets.extend(rng.choice(idx, set_size, replace=False) for _ in range(n_sets))
     return sets
 
 
-def _combined(curves: np.ndarray, sets: list[np.ndarray]) -> np.ndarray:
-    return np.stack([combine(curves[s]) for s in sets]) if sets else np.zeros((0, curves.shape[1]))
+def covering_thresholds(grid: np.ndarray, curves: np.ndarray, truths: np.ndarray) -> np.ndarray:
+    """Smallest t for which :func:`lensinfer.infer.interval` (curve, t) contains the truth, per curve (B,).
+
+    With stat = −2(log r̂ − max) and k the best grid point, the interval reaches a truth between grid points j and
+    j + 1 (beyond k) iff t ≥ stat at every grid point from k to j and t ≥ the linear interpolation of stat at the
+    truth; symmetrically below k. Truths outside the grid are never covered (inf).
+    """
+    curves = np.atleast_2d(curves)
+    stat = -2.0 * (curves - curves.max(axis=1, keepdims=True))
+    out = np.empty(len(curves))
+    g = len(grid)
+    for i, (s, truth) in enumerate(zip(stat, np.broadcast_to(truths, (len(curves),)))):
+        if not grid[0] <= truth <= grid[-1]:
+            out[i] = np.inf
+            continue
+        k = int(np.argmax(-s))
+        pos = float(np.interp(truth, grid, np.arange(g)))  # fractional grid index of the truth
+        if pos >= k:
+            j = min(int(np.floor(pos)), g - 1)
+            path = s[k:j + 1]
+        else:
+            j = int(np.ceil(pos))
+            path = s[j:k + 1]
+        out[i] = max(float(path.max()), float(np.interp(pos, np.arange(g), s)))
+    return out
 
 
 def coverage_curve(grid: np.ndarray, curves: np.ndarray, truths: np.ndarray, nominal: np.ndarray) -> np.ndarray:
     """Empirical coverage of the Wilks interval at each nominal level, over (combined) curves with known truths."""
-    cov = np.zeros(len(nominal))
-    for k, p in enumerate(nominal):
-        t = wilks_threshold(p)
-        cov[k] = np.mean([interval(grid, c, t).contains(g) for c, g in zip(curves, truths)])
-    return cov
+    t_star = covering_thresholds(grid, curves, truths)
+    return np.array([np.mean(t_star <= wilks_threshold(p)) for p in nominal])
 
 
-def recalibrated_threshold(nominal: np.ndarray, empirical: np.ndarray, target: float) -> float:
-    """The threshold χ²₁ isf(1 − p*) with p* the nominal level whose empirical coverage is ``target``."""
-    emp = np.maximum.accumulate(empirical)  # coverage is non-decreasing in the threshold; remove sampling wiggles
-    if target <= emp[0]:
-        p = nominal[0]
-    elif target >= emp[-1]:
-        p = nominal[-1]
-    else:
-        # first crossing, interpolated linearly between nominal levels
-        k = int(np.searchsorted(emp, target))
-        p = float(np.interp(target, emp[k - 1:k + 1], nominal[k - 1:k + 1])) if emp[k] > emp[k - 1] else nominal[k]
-    return wilks_threshold(float(p))
+def threshold_for_coverage(t_star: np.ndarray, level: float) -> float:
+    """The threshold whose empirical coverage is ``level``: the ``level``-quantile of the covering thresholds."""
+    finite = t_star[np.isfinite(t_star)]
+    return float(np.quantile(finite, level)) if finite.size else float("nan")
 
 
-def cross_fitted_coverage(grid: np.ndarray, combined: np.ndarray, truths: np.ndarray, nominal: np.ndarray,
-                          levels: Sequence[float], rng: np.random.Generator) -> dict[str, float]:
-    """Coverage of recalibrated intervals with thresholds fitted on one half of the sets and tested on the other."""
-    perm = rng.permutation(len(combined))
-    halves = [perm[: len(perm) // 2], perm[len(perm) // 2:]]
-    out: dict[str, float] = {}
-    for level in levels:
-        hits, n = 0, 0
-        for fit, test in (halves, halves[::-1]):
-            if len(fit) == 0 or len(test) == 0:
-                continue
-            t = recalibrated_threshold(nominal, coverage_curve(grid, combined[fit], truths[fit], nominal), level)
-            hits += sum(interval(grid, c, t).contains(g) for c, g in zip(combined[test], truths[test]))
-            n += len(test)
-        out[f"{level:g}"] = hits / n if n else float("nan")
-    return out
+def gamma_folds(truths: np.ndarray) -> list[np.ndarray]:
+    """Two folds of set indices: sets whose γ value has an even / odd rank among the sorted distinct values.
+
+    With a single γ value the sets are split in halves alternately instead.
+    """
+    values = np.unique(truths)
+    if len(values) < 2:
+        idx = np.arange(len(truths))
+        return [idx[0::2], idx[1::2]]
+    rank = np.searchsorted(values, truths)
+    return [np.nonzero(rank % 2 == 0)[0], np.nonzero(rank % 2 == 1)[0]]
+
+
+def _crossfit(t_star: np.ndarray, folds: list[np.ndarray], levels: Sequence[float]) -> np.ndarray:
+    """Coverage, on each fold, of the thresholds fitted on the other fold, pooled over folds, per level."""
+    hits = np.zeros(len(levels))
+    n = 0
+    for fit, test in ((folds[0], folds[1]), (folds[1], folds[0])):
+        if len(fit) == 0 or len(test) == 0:
+            continue
+        t = np.array([threshold_for_coverage(t_star[fit], lv) for lv in levels])
+        hits += (t_star[test][:, None] <= t[None, :]).sum(axis=0)
+        n += len(test)
+    return hits / n if n else np.full(len(levels), np.nan)
 
 
 def coverage_tables(grid: np.ndarray, curves: np.ndarray, true_gamma: np.ndarray, set_sizes: Sequence[int],
@@ -101,26 +132,30 @@ def coverage_tables(grid: np.ndarray, curves: np.ndarray, true_gamma: np.ndarray
     """Thresholds, cross-fitted coverage and coverage curves for every set size (the calibrate stage's content)."""
     rng = np.random.default_rng(seed)
     nominal = np.linspace(0.01, 0.99, n_nominal)
-    result: dict = {"levels": [float(x) for x in levels], "set_sizes": {}}
+    wilks = np.array([wilks_threshold(p) for p in nominal])
+    result: dict = {"levels": [float(x) for x in levels], "crossfit": "two interleaved folds of the γ values",
+                    "set_sizes": {}}
     rows: list[dict] = []
     for n in set_sizes:
         sets = make_sets(true_gamma, n, n_sets, rng)
         if not sets:
             raise ValueError(f"calibrate: no γ value of the coverage dataset has {n} images; enlarge it or drop N={n}")
-        combined = _combined(normalise(curves), sets)
+        combined = np.stack([combine(curves[s]) for s in sets])
         truths = np.array([true_gamma[s[0]] for s in sets])
-        empirical = coverage_curve(grid, combined, truths, nominal)
-        thresholds = {f"{lv:g}": recalibrated_threshold(nominal, empirical, lv) for lv in levels}
-        nominal_cov = {f"{lv:g}": float(np.mean([interval(grid, c, wilks_threshold(lv)).contains(g)
-                                                 for c, g in zip(combined, truths)])) for lv in levels}
+        t_star = covering_thresholds(grid, combined, truths)
+        folds = gamma_folds(truths)
+        crossfit = _crossfit(t_star, folds, levels)
         result["set_sizes"][str(n)] = {
             "n_sets": len(sets),
-            "thresholds": thresholds,
+            "n_gamma_values": int(len(np.unique(truths))),
+            "thresholds": {f"{lv:g}": threshold_for_coverage(t_star, lv) for lv in levels},
             "wilks_thresholds": {f"{lv:g}": wilks_threshold(lv) for lv in levels},
-            "coverage_wilks": nominal_cov,
-            "coverage_recalibrated_crossfit": cross_fitted_coverage(grid, combined, truths, nominal, levels, rng),
+            "coverage_wilks": {f"{lv:g}": float(np.mean(t_star <= wilks_threshold(lv))) for lv in levels},
+            "coverage_recalibrated_crossfit": {f"{lv:g}": float(c) for lv, c in zip(levels, crossfit)},
         }
-        rows.extend({"set_size": n, "nominal": float(p), "empirical": float(e)} for p, e in zip(nominal, empirical))
+        recal = _crossfit(t_star, folds, nominal)
+        rows.extend({"set_size": n, "nominal": float(p), "empirical": float(np.mean(t_star <= t)),
+                     "recalibrated_crossfit": float(r)} for p, t, r in zip(nominal, wilks, recal))
     return result, rows
 
 
@@ -196,6 +231,7 @@ def run_calibration(*, kde_curves: str | Path, coverage_curves: str | Path, cali
     result["kde_bandwidths"] = {"calib": float(kde["bandwidth_calib"]), "ref": float(kde["bandwidth_ref"])}
     Path(out_thresholds).write_text(json.dumps(result, indent=2) + "\n")
     with open(out_coverage, "w") as fh:
-        fh.write("set_size,nominal,empirical\n")
-        fh.writelines(f"{r['set_size']},{r['nominal']:.4f},{r['empirical']:.4f}\n" for r in rows)
+        fh.write("set_size,nominal,empirical,recalibrated_crossfit\n")
+        fh.writelines(f"{r['set_size']},{r['nominal']:.4f},{r['empirical']:.4f},{r['recalibrated_crossfit']:.4f}\n"
+                      for r in rows)
     return result

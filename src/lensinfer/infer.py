@@ -1,7 +1,9 @@
 """γ-grid log-ratio curves, their combination over lenses, MLEs and interpolated intervals (spec/science.md §4).
 
-The estimator's θ enters after pooling, so each image is embedded once and only the small head runs on the grid
-(150 head evaluations instead of 150 ResNet passes per image). Curves are normalised to a maximum of 0; the
+With late fusion the estimator's θ enters after pooling, so each image is embedded once and only the small head
+runs on the grid (:meth:`lensinfer.models.ratio.RatioEstimator.log_ratio_grid`: one ResNet pass plus 150 cheap head
+evaluations instead of 150 ResNet passes per image; ``bench/infer.py`` measures the difference). FiLM-conditioned
+estimators fall back to one pass per grid point. Curves are normalised to a maximum of 0; the
 combined curve of N lenses is the sum of their curves (independent lenses, flat prior on the grid range).
 Intervals are {θ : −2Δlog r̂(θ) ≤ t}, with the crossings located by linear interpolation between grid points
 (the reference took the nearest grid point) and flagged when they hit the grid edge.
@@ -45,15 +47,14 @@ def grid_centres(low: float, high: float, n: int) -> np.ndarray:
 
 @torch.inference_mode()
 def log_ratio_curves(model: RatioEstimator, whitening: Whitening, images: np.ndarray, masks: np.ndarray,
-                     grid: np.ndarray, batch_size: int = 256, device: str | torch.device = "cpu") -> np.ndarray:
+                     grid: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
     """Unnormalised log r̂(x_i | θ_g) for images (B, H, W) on the grid (G,) → (B, G); embed once, head × G."""
     model.eval()
     theta = torch.as_tensor(whitening.theta(np.asarray(grid, dtype=np.float64)), dtype=torch.float32, device=device)
     out = []
     for i in range(0, len(images), batch_size):
         x = torch.from_numpy(whitening.images(images[i:i + batch_size], masks[i:i + batch_size])).to(device)
-        feats = model.embed(x)
-        out.append(model.head(feats[:, None, :], theta[None, :]).float().cpu().numpy())
+        out.append(model.log_ratio_grid(x, theta).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(grid)))
 
 
@@ -137,18 +138,25 @@ def summarise_curve(grid: np.ndarray, curve: np.ndarray, levels: Iterable[float]
 
 
 def dataset_curves(model_path: str | Path, merged_dir: str | Path, masks_path: str | Path, grid_cfg: dict,
-                   out_path: str | Path, batch_size: int = 256) -> np.ndarray:
-    """Normalised curves of every image of a simulated dataset, saved with the truths (``.npz``)."""
-    from .data.loader import MergedDataset
+                   out_path: str | Path, batch_size: int = 64) -> np.ndarray:
+    """Normalised curves of every image of a simulated dataset, saved with the truths (``.npz``).
+
+    Datasets stored noiseless (``storage.noiseless``) get one fixed noise realisation per image, seeded by the
+    dataset name, so their curves are reproducible.
+    """
+    from .data.loader import ChunkShuffleLoader, MergedDataset, noise_model_of
+    from .seeds import torch_seed
     from .train import load_model
 
     model, whitening = load_model(model_path)
+    model = model.fused()  # BN folded into the convolutions, channels_last: same curves, half the CPU time
     data = MergedDataset(merged_dir, masks_path)
+    loader = ChunkShuffleLoader(data, whitening, batch_size, seed=torch_seed(0, f"curves/{data.manifest.dataset}"),
+                                shuffle=False, drop_last=False, noise=noise_model_of(data))
     grid = grid_centres(grid_cfg["low"], grid_cfg["high"], grid_cfg["n"])
-    curves = []
-    for shard, start, stop in data.blocks():
-        images, masks, _ = data.read_block(shard, start, stop)
-        curves.append(log_ratio_curves(model, whitening, images, masks, grid, batch_size))
+    theta = torch.as_tensor(whitening.theta(grid), dtype=torch.float32)
+    with torch.inference_mode():
+        curves = [model.log_ratio_grid(x, theta).float().numpy() for x, _ in loader]
     curves_arr = normalise(np.concatenate(curves))
     np.savez(out_path, grid=grid, curves=curves_arr, gamma=data.column("gamma_pop"), n_sub=data.column("n_sub"))
     return curves_arr
@@ -167,6 +175,7 @@ def infer_observations(*, model_path: str | Path, thresholds_path: str | Path, k
     from .train import load_model
 
     model, whitening = load_model(model_path)
+    model = model.fused()  # BN folded into the convolutions, channels_last: same curves, half the CPU time
     thresholds = json.loads(Path(thresholds_path).read_text())
     grid = grid_centres(**{k: inference_cfg["grid"][k] for k in ("low", "high", "n")})
     x = np.stack([np.load(p).astype(np.float32) for p in images])

@@ -1,10 +1,17 @@
 """Training loop of the ratio estimator: AdamW, ReduceLROnPlateau, early stopping, checkpoint/resume.
 
+Minimises the NRE classification loss (Hermans, Begy & Louppe 2020; :func:`lensinfer.models.ratio.ratio_loss`).
 Follows the reference optimisation (spec/science.md §3: AdamW lr 1e-3, weight decay 1e-5, ReduceLROnPlateau
 factor 0.1 / patience 3 / threshold 0.01 abs / cooldown 2, early stopping after 3 epochs without a 0.001
 improvement) with two fixes: validation once per epoch (the reference evaluated the whole validation set after
-every batch) on a *fixed* pairing, and seeds everywhere. bf16 autocast and channels_last are used on CUDA only.
-A checkpoint is written every epoch; a killed run resumes from it when the training settings and data agree.
+every batch) on a *fixed* pairing, and seeds everywhere. Note that an absolute plateau threshold of 0.01 is coarse
+when the loss sits near ln 2 ≈ 0.693 (small data): every epoch then counts as a plateau and the learning rate
+decays before the network has learned anything — configs for small data should lower ``train.scheduler.threshold``.
+
+On CUDA: bf16 autocast (same exponent range as float32, so no GradScaler is needed), channels_last memory format,
+cuDNN autotuning. On CPU: deterministic kernels (``torch.use_deterministic_algorithms``), so a run is reproducible
+bit for bit. A checkpoint (model, optimiser, scheduler, RNG states, history) is written atomically every epoch; a
+killed run resumes from it when the training settings and data agree (its fingerprint).
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .data.loader import ChunkShuffleLoader, MergedDataset, Whitening
+from .data.loader import ChunkShuffleLoader, MergedDataset, Whitening, noise_model_of
 from .models.ratio import RatioEstimator, build_ratio_estimator, ratio_loss
 from .seeds import config_hash, torch_seed
 
@@ -84,6 +91,8 @@ def train_ratio_estimator(
     torch.manual_seed(base_seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch.backends.cudnn.benchmark = True
     model = build_ratio_estimator(dict(model_cfg)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -97,11 +106,17 @@ def train_ratio_estimator(
     bs = int(train_cfg["batch_size"])
     if len(train_data) < bs:
         raise ValueError(f"train.batch_size={bs} exceeds the {len(train_data)} training images")
-    train_loader = ChunkShuffleLoader(train_data, whitening, bs, seed=base_seed, buffer_blocks=int(train_cfg["shuffle_buffer_chunks"]))
-    val_loader = ChunkShuffleLoader(val_data, whitening, min(bs, len(val_data)), seed=base_seed + 1, shuffle=False, drop_last=False)
     workers = int(train_cfg.get("num_workers", 0))
+    loader_threads = 2 if workers == 0 else 1  # decode threads per loading process
+    train_loader = ChunkShuffleLoader(train_data, whitening, bs, seed=base_seed, threads=loader_threads,
+                                      buffer_blocks=int(train_cfg["shuffle_buffer_chunks"]),
+                                      noise=noise_model_of(train_data))  # noiseless storage: fresh noise per epoch
+    # validation: fixed order and (noiseless storage) one fixed noise realisation, so epochs are comparable
+    val_loader = ChunkShuffleLoader(val_data, whitening, min(bs, len(val_data)), seed=base_seed + 1, shuffle=False,
+                                    drop_last=False, noise=noise_model_of(val_data))
+    # not persistent: workers are re-forked every epoch and so see the epoch set by set_epoch()
     loader = torch.utils.data.DataLoader(train_loader, batch_size=None, num_workers=workers,
-                                         pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+                                         pin_memory=device.type == "cuda")
 
     fingerprint = config_hash({"model": dict(model_cfg), "train": dict(train_cfg), "seed": seed,
                                "whitening": whitening.to_dict(), "n_train": len(train_data), "n_val": len(val_data)})
@@ -120,12 +135,17 @@ def train_ratio_estimator(
             history, best, bad_epochs = ckpt["history"], ckpt["best"], ckpt["bad_epochs"]
             start_epoch = ckpt["epoch"] + 1
             torch.set_rng_state(ckpt["torch_rng"])
+            if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
             log.info("resumed from %s at epoch %d", ckpt_path, start_epoch)
         else:
             log.info("ignoring checkpoint %s: it belongs to other settings or data", ckpt_path)
 
     max_epochs = int(train_cfg["max_epochs"])
     es = train_cfg["early_stopping"]
+    if bad_epochs >= int(es["patience"]):  # the checkpointed run had already stopped early: it is finished
+        log.info("checkpoint %s is of a run that stopped early; nothing left to train", ckpt_path)
+        max_epochs = start_epoch
     for epoch in range(start_epoch, max_epochs):
         t0 = time.perf_counter()
         model.train()
@@ -155,7 +175,8 @@ def train_ratio_estimator(
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": scheduler.state_dict(), "history": history, "best": best, "bad_epochs": bad_epochs,
-                    "torch_rng": torch.get_rng_state()}, tmp)
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}, tmp)
         os.replace(tmp, ckpt_path)
         if bad_epochs >= int(es["patience"]):
             log.info("early stopping after epoch %d", epoch)

@@ -1,0 +1,40 @@
+"""The issue-4 benchmark scripts run in ``--quick`` mode and end with their JSON line (no timing assertions)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str) -> dict:
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(ROOT / ".numba_cache"), PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_bench_loader_quick():
+    out = _run("loader.py")
+    assert out["images_per_s"] > 0 and out["naive_images_per_s"] > 0 and out["noise_images_per_s"] > 0
+    assert 0 < out["bytes_per_image"] < 2 * 4 * 100 * 100  # float32 images + bool masks, at most raw size
+
+
+def test_bench_infer_quick():
+    out = _run("infer.py")
+    assert out["ms_per_lens"] > 0 and out["naive_ms_per_lens"] > 0 and out["speedup"] > 0
+    assert out["max_abs_diff"] < 1e-4 and out["eager_max_abs_diff"] < 1e-4  # same curves both ways
+
+
+@pytest.mark.slow
+def test_bench_science_quick():
+    out = _run("science_nre.py")
+    for key in ("val_bce", "coverage68_n1", "coverage95_n1", "coverage68_n13", "coverage95_n13", "bias_n13"):
+        assert math.isfinite(out[key]), key
+    assert 0 <= out["coverage68_n1"] <= out["coverage95_n1"] <= 1
