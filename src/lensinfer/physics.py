@@ -112,6 +112,7 @@ def rho_crit(z_lens: float, z_source: float = 1.0, cosmology: str = "planck18") 
     return LensPlane(z_lens, max(z_source, z_lens + 1e-3), cosmology).rho_crit
 
 
+@functools.lru_cache(maxsize=4096)
 def kpc_per_arcsec(z_lens: float, cosmology: str = "planck18") -> float:
     """Proper kpc per arcsec at z_lens (check value 3.408 at z = 0.2)."""
     return get_cosmology(cosmology).angular_diameter_distance(z_lens).to_value(u.Mpc) * 1e3 * ARCSEC_RAD

@@ -24,8 +24,9 @@ def _save(fig: Any, path: str | Path) -> None:
 
 def plot_training(history_csv: str | Path, out: str | Path) -> None:
     """Train/validation BCE per epoch (with ln 2) and the learning rate."""
-    with open(history_csv) as fh:
-        rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+    from .train import read_history
+
+    rows = read_history(history_csv)
     epochs = [r["epoch"] + 1 for r in rows]
     fig, (ax, ax_lr) = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
     ax.plot(epochs, [r["train_loss"] for r in rows], "o-", label="train")

@@ -11,6 +11,7 @@ can be validated against lenstronomy on the same scene. Every draw comes from th
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -82,11 +83,16 @@ def pixel_coordinates(num_pix: int, pixel_scale: float) -> np.ndarray:
     return (np.arange(num_pix) - (num_pix - 1) / 2.0) * pixel_scale
 
 
-def _sersic_amp(magnitude: float, kwargs: dict[str, float], zero_point: float) -> float:
-    """lenstronomy 'amp' of a SERSIC_ELLIPSE whose total flux is ``magnitude`` (SimAPI.magnitude2amplitude)."""
+@functools.lru_cache(maxsize=1)
+def _sersic_light_model() -> Any:
     from lenstronomy.LightModel.light_model import LightModel
 
-    norm = LightModel(["SERSIC_ELLIPSE"]).total_flux([dict(kwargs, amp=1.0)], norm=True)[0]
+    return LightModel(["SERSIC_ELLIPSE"])
+
+
+def _sersic_amp(magnitude: float, kwargs: dict[str, float], zero_point: float) -> float:
+    """lenstronomy 'amp' of a SERSIC_ELLIPSE whose total flux is ``magnitude`` (SimAPI.magnitude2amplitude)."""
+    norm = _sersic_light_model().total_flux([dict(kwargs, amp=1.0)], norm=True)[0]
     return float(physics.magnitude_to_cps(magnitude, zero_point)) / norm
 
 
