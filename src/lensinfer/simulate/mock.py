@@ -17,7 +17,7 @@ from ..observe.fitsio import write_hst_like_fits
 from ..observe.lenses import LensSpec
 from ..seeds import image_rng, image_seeds
 from .instrument import Instrument
-from .lenstronomy_backend import LenstronomyRenderer
+from .renderers import make_renderer
 from .shard import line_of_sight, simulate_image, source_catalog
 
 __all__ = ["MOCK_DATASET", "write_mock_observations"]
@@ -31,7 +31,7 @@ def write_mock_observations(config: Mapping[str, Any], lenses: Sequence[LensSpec
     mock = config["observations"]["mock"]
     frame_cfg = dict(config["instrument"], num_pix=int(mock.get("frame_num_pix", 3 * config["instrument"]["num_pix"])))
     inst = Instrument(frame_cfg)
-    renderer = LenstronomyRenderer(inst, config["cosmology"])
+    renderer = make_renderer(config, inst)
     los = line_of_sight(config)
     seeds = image_seeds(int(config["seed"]), MOCK_DATASET, 0, len(lenses))
     cosmos = source_catalog(config, "test")

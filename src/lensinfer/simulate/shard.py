@@ -19,7 +19,7 @@ from .. import __version__, physics
 from ..data.store import ShardData, write_shard
 from ..seeds import config_hash, image_rng, image_seeds
 from .instrument import Instrument, add_noise
-from .lenstronomy_backend import LenstronomyRenderer
+from .renderers import Renderer, make_renderer
 from .priors import draw
 from .los import LOS_COLUMNS, LineOfSight
 from .sources import CosmosSource
@@ -63,7 +63,7 @@ def population_of(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
 def draw_scene(
     rng: np.random.Generator,
     *,
-    renderer: LenstronomyRenderer,
+    renderer: Renderer,
     config: Mapping[str, Any],
     population: Mapping[str, Any],
     global_index: int,
@@ -131,7 +131,7 @@ def draw_scene(
 def simulate_image(
     rng: np.random.Generator,
     *,
-    renderer: LenstronomyRenderer,
+    renderer: Renderer,
     config: Mapping[str, Any],
     population: Mapping[str, Any],
     global_index: int,
@@ -154,7 +154,7 @@ def simulate_shard(config: Mapping[str, Any], dataset: str, shard: int, out_path
     if not 0 <= shard < int(ds["n_shards"]):
         raise ValueError(f"datasets.{dataset}: shard {shard} out of range [0, {ds['n_shards']})")
     population = population_of(config, dataset)
-    renderer = LenstronomyRenderer(Instrument(config["instrument"]), config["cosmology"])
+    renderer = make_renderer(config)
     cosmos = source_catalog(config, ds.get("source_split", "train"))
     los = line_of_sight(config)
     seeds = image_seeds(int(config["seed"]), dataset, shard, n)
