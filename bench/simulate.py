@@ -10,9 +10,11 @@ rendered by
   (b) ours        — torch on the CPU: the sheet from Gauss's theorem (lensinfer.lensing.sheet) + render_image;
   (c) ours CUDA   — render_batch on the GPU, float64 (skipped without CUDA);
   (d) numba       — the fastest lenstronomy path: 'EPL_NUMBA', no unused κ map, the sheet from lenstronomy
-                    deflections on 4×64 boundary nodes instead of a κ map;
+                    deflections on the shared boundary quadrature instead of a κ map (as the simulator's
+                    lenstronomy backend);
 
-plus (b') ours batched on the CPU (one render_batch of several scenes). Everything runs on ONE CPU thread
+plus (b') ours batched on the CPU (one render_batch of several scenes), and the whole simulator
+(``simulate_image``: draws, smooth image, sheet, image, noise) per ``renderer.backend`` on ``--sim-config``. Everything runs on ONE CPU thread
 (torch, numba, BLAS). JIT/compile warm-up (numba, torch.compile) is done once before timing and reported
 separately, and every timed path but the reference (which has nothing to warm) gets one untimed call first.
 Timings are medians over the repetitions (minima in the JSON too); the machine may be shared.
@@ -201,21 +203,19 @@ class Lenstronomy:
         lens = LensModel([epl if m == "EPL" else m for m in scene["lens_model_list"]])
         return float(np.mean(lens.kappa(self.x, self.y, scene["kwargs_lens"]))) if scene["kwargs_lens"] else 0.0
 
-    def boundary_mean_kappa(self, scene: dict, epl: str, n_per_side: int = 64) -> float:
-        """⟨κ⟩ over the field from lenstronomy deflections on the boundary (Gauss–Legendre, Gauss's theorem)."""
+    def boundary_mean_kappa(self, scene: dict, epl: str) -> float:
+        """⟨κ⟩ over the field from lenstronomy deflections on the boundary (Gauss's theorem), with the quadrature
+        the simulator's lenstronomy backend uses (lensinfer.lensing.sheet.mean_convergence_from_deflections)."""
         from lenstronomy.LensModel.lens_model import LensModel
+
+        from lensinfer.lensing.sheet import mean_convergence_from_deflections
 
         if not scene["kwargs_lens"]:
             return 0.0
-        h = NUM_PIX * PIXEL_SCALE / 2
-        t, w = np.polynomial.legendre.leggauss(n_per_side)
-        t, w = t * h, w * h
-        xs = np.concatenate([np.full_like(t, h), np.full_like(t, -h), t, t])
-        ys = np.concatenate([t, t, np.full_like(t, h), np.full_like(t, -h)])
-        ax, ay = LensModel([epl] * len(scene["lens_model_list"])).alpha(xs, ys, scene["kwargs_lens"])
-        n = n_per_side
-        flux = (ax[:n] * w).sum() - (ax[n : 2 * n] * w).sum() + (ay[2 * n : 3 * n] * w).sum() - (ay[3 * n :] * w).sum()
-        return float(flux / (2 * (2 * h) ** 2))
+        model = LensModel([epl])
+        alphas = [lambda x, y, kw=kw: model.alpha(x, y, [kw]) for kw in scene["kwargs_lens"]]
+        centres = [(kw["center_x"], kw["center_y"]) for kw in scene["kwargs_lens"]]
+        return mean_convergence_from_deflections(alphas, centres, NUM_PIX * PIXEL_SCALE / 2)
 
 
 def timed(fn, repeats: int, warm: bool = True) -> tuple[list[float], object]:
@@ -228,6 +228,36 @@ def timed(fn, repeats: int, warm: bool = True) -> tuple[list[float], object]:
     return times, out
 
 
+def simulator_throughput(config_path: Path, backend: str, n_images: int, dataset: str = "train") -> dict:
+    """Whole-image simulator time per backend: ``simulate_image`` (all draws, smooth image, sheet, full image,
+    noise) on ``n_images`` seeds of ``dataset``, after two untimed warm-up images (numba JIT / torch.compile)."""
+    from lensinfer.config import load_config
+    from lensinfer.seeds import image_rng, image_seeds
+    from lensinfer.simulate.renderers import make_renderer
+    from lensinfer.simulate.shard import line_of_sight, population_of, simulate_image, source_catalog
+
+    cfg = load_config(config_path)
+    cfg["renderer"]["backend"] = backend
+    renderer = make_renderer(cfg)
+    population = population_of(cfg, dataset)
+    extra = dict(cosmos=source_catalog(cfg, cfg["datasets"][dataset].get("source_split", "train")),
+                 los=line_of_sight(cfg))
+    seeds = image_seeds(int(cfg["seed"]), dataset, 0, n_images + 2)
+
+    def one(i: int) -> None:
+        simulate_image(image_rng(seeds[i]), renderer=renderer, config=cfg, population=population, global_index=i,
+                       **extra)
+
+    t0 = time.perf_counter()
+    for i in range(n_images, n_images + 2):
+        one(i)
+    warm = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(n_images):
+        one(i)
+    return {"ms_per_image": 1e3 * (time.perf_counter() - t0) / n_images, "warmup_s": warm}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-sub", type=int, nargs="+", default=[0, 100, 500, 1500])
@@ -238,6 +268,9 @@ def main() -> None:
     parser.add_argument("--psf", choices=["hst", "gaussian"], default="hst")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1 reference repetition, 3 of the others, batch 2")
+    parser.add_argument("--sim-config", type=Path, default=ROOT / "config" / "config.yaml",
+                        help="config whose 'train' images time the whole simulator per renderer.backend")
+    parser.add_argument("--sim-images", type=int, default=20, help="images per backend for the simulator timing (0: skip)")
     args = parser.parse_args()
     if args.quick:
         args.repeats, args.reference_repeats, args.batch = 3, 1, 2
@@ -335,7 +368,7 @@ def main() -> None:
             t_cuda, imgs_cuda = timed(on_gpu, args.repeats)
             worst = max(worst, float(np.abs(imgs_cuda - imgs_batch).max() / SIGMA_BKG))
         diff = float(np.abs(img_ours - img_ref).max() / SIGMA_BKG)
-        diff_numba = float(np.abs(img_ours - img_numba).max() / SIGMA_BKG)  # includes its coarser boundary κ
+        diff_numba = float(np.abs(img_ours - img_numba).max() / SIGMA_BKG)
         diff_batch = float(np.abs(imgs_batch[0] - img_ours).max() / SIGMA_BKG)
         worst = max(worst, diff, diff_batch)
         ms = lambda t: 1e3 * float(np.median(t))  # noqa: E731
@@ -364,6 +397,15 @@ def main() -> None:
             flush=True,
         )
     result["max_abs_diff_over_sigma"] = worst
+    n_sim = min(args.sim_images, 5) if args.quick else args.sim_images
+    if n_sim > 0:  # whole simulator (simulate_image) per renderer backend
+        result["simulator_config"] = str(args.sim_config)
+        for backend in ("lenstronomy", "torch"):
+            sim = simulator_throughput(args.sim_config, backend, n_sim)
+            result[f"simulator_ms_per_image_{backend}"] = sim["ms_per_image"]
+            result[f"simulator_warmup_s_{backend}"] = sim["warmup_s"]
+            print(f"# simulator ({args.sim_config.name}, {backend}): {sim['ms_per_image']:.1f} ms/image "
+                  f"(warm-up {sim['warmup_s']:.1f} s)", flush=True)
     result["warmup_s_torch_compile"], result["warmup_s_numba"] = warm_torch, warm_numba
     result["command"] = " ".join(["python"] + sys.argv)
     print(json.dumps(result))

@@ -27,6 +27,23 @@ _COMPILED: dict[str, Callable[..., tuple[Tensor, ...]]] = {}
 _FAILED: set[str] = set()
 
 
+#: Compiled variants allowed per kernel. All kernels share one Python function (``_summed``'s ``kernel``), and
+#: dynamo's recompile limit (default 8) counts variants per function: EPL series lengths × shared/per-image points
+#: (multi-plane) × profiles × sheet fluxes exceed 8 in a line-of-sight run, and every further variant would
+#: silently run eagerly (~20× slower at 1500 subhalos).
+RECOMPILE_LIMIT = 128
+
+
+def _allow_variants() -> None:
+    """Raise dynamo's per-function recompile limit to :data:`RECOMPILE_LIMIT` (never lower it)."""
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):  # the latter is the pre-2.6 name
+        if isinstance(getattr(config, name, None), int) and getattr(config, name) < RECOMPILE_LIMIT:
+            setattr(config, name, RECOMPILE_LIMIT)
+    if getattr(config, "accumulated_recompile_limit", RECOMPILE_LIMIT) < RECOMPILE_LIMIT:
+        config.accumulated_recompile_limit = RECOMPILE_LIMIT
+
+
 def _summed(fn: Elementwise) -> Callable[..., tuple[Tensor, ...]]:
     def kernel(*args: Tensor) -> tuple[Tensor, ...]:
         return tuple(out.sum(dim=-1) for out in fn(*args))
@@ -40,12 +57,14 @@ def summed_over_components(
     """Σ over the last axis of ``fn(*points, *params)`` for each of its outputs.
 
     ``points`` broadcast as (1, P, 1) and ``params`` end in (C, 1, K) (leading axes allowed, e.g. series terms):
-    the result has shape (C, P). Points may also be passed as params of shape (C, 1, K) when they differ per
-    chunk. ``key`` names the compiled kernel (one per function).
+    the result has shape (C, P). Points that differ per chunk are passed with shape (C, P, 1) (multi-plane ray
+    tracing, where each image has its own positions on a plane) or as params of shape (C, 1, K). ``key`` names
+    the compiled kernel (one per function).
     """
     kernel = _summed(fn)
     if compile and key not in _FAILED:
         if key not in _COMPILED:
+            _allow_variants()
             _COMPILED[key] = torch.compile(kernel, dynamic=True)
         try:
             return _COMPILED[key](*points, *params)
@@ -55,10 +74,12 @@ def summed_over_components(
             )
             _FAILED.add(key)
     n_chunks, width = params[0].shape[-3], params[0].shape[-1]
-    n_points = max((p.numel() for p in points), default=1)
+    per_chunk = [p.dim() >= 3 and p.shape[-3] == n_chunks > 1 for p in points]  # (C, P, 1): points of each chunk
+    n_points = max((p.numel() // (n_chunks if c else 1) for p, c in zip(points, per_chunk)), default=1)
     step = max(1, EAGER_PAIRS // (n_points * width))
     parts = []
     for start in range(0, n_chunks, step):
         size = min(step, n_chunks - start)
-        parts.append(kernel(*points, *(p.narrow(p.dim() - 3, start, size) for p in params)))
+        sliced = [p.narrow(p.dim() - 3, start, size) if c else p for p, c in zip(points, per_chunk)]
+        parts.append(kernel(*sliced, *(p.narrow(p.dim() - 3, start, size) for p in params)))
     return tuple(torch.cat(outs) for outs in zip(*parts))

@@ -88,8 +88,12 @@ def deflection(
     compile: bool = True,
     max_chunk: int = MAX_CHUNK,
 ) -> tuple[Tensor, Tensor]:
-    """Total deflection (B, P) of one lens plane at image-plane points x, y of shape (P,)."""
-    ax = torch.zeros((batch_size, x.numel()), dtype=x.dtype, device=x.device)
+    """Total deflection (B, P) of one lens plane at points x, y of shape (P,) (the same for every image) or
+    (B, P) (each image its own points, as on the planes behind the first one in multi-plane ray tracing)."""
+    per_image = x.dim() == 2
+    if per_image and x.shape[0] != batch_size:
+        raise ValueError(f"points of shape {tuple(x.shape)} for a batch of {batch_size} images")
+    ax = torch.zeros((batch_size, x.shape[-1]), dtype=x.dtype, device=x.device)
     ay = torch.zeros_like(ax)
     for name, group in lens.items():
         profile = group.profile
@@ -97,9 +101,12 @@ def deflection(
             if name == "EPL":
                 group = _sorted_by_ellipticity(group)
             blocks, owner = group.chunks(max_chunk)
-            points = (x.view(1, -1, 1), y.view(1, -1, 1))
             for rows in _series_buckets(name, blocks):
                 part = {key: value[rows] for key, value in blocks.items()}
+                if per_image:  # (C, P, 1): the points of each chunk's image
+                    points = (x[owner[rows]].unsqueeze(-1), y[owner[rows]].unsqueeze(-1))
+                else:
+                    points = (x.view(1, -1, 1), y.view(1, -1, 1))
                 sx, sy = summed_over_components(
                     name, profile.deflection, points, profile.prepare(part), compile=compile
                 )
@@ -107,7 +114,8 @@ def deflection(
                 ay.index_add_(0, owner[rows], sy)
         else:
             params = [p.unsqueeze(1) for p in profile.prepare(group.params)]  # (B, 1, K)
-            dx, dy = profile.deflection(x.view(1, -1, 1), y.view(1, -1, 1), *params)
+            shape = (batch_size, -1, 1) if per_image else (1, -1, 1)
+            dx, dy = profile.deflection(x.reshape(shape), y.reshape(shape), *params)
             ax += dx.sum(dim=-1)
             ay += dy.sum(dim=-1)
     return ax, ay

@@ -3,6 +3,10 @@
 A renderer has an ``instrument`` attribute and three methods used by :mod:`lensinfer.simulate.shard`:
 ``smooth_image(macro)`` (subhalo-placement map), ``image(scene)`` (noiseless, PSF-convolved full scene) and
 ``mean_convergence(models, kwargs)`` (mean κ over the field, for the negative mass sheet).
+
+Backends: ``lenstronomy`` (:class:`~lensinfer.simulate.lenstronomy_backend.LenstronomyRenderer`, the reference) and
+``torch`` (:class:`~lensinfer.simulate.torch_backend.TorchRenderer`, batched, on ``renderer.device``). A renderer may
+also offer ``smooth_images(macros)`` / ``images(scenes)`` that render many at once (the torch backend does).
 """
 
 from __future__ import annotations
@@ -36,4 +40,8 @@ def make_renderer(config: Mapping[str, Any], instrument: Instrument | None = Non
         from .lenstronomy_backend import LenstronomyRenderer
 
         return LenstronomyRenderer(inst, config["cosmology"])
-    raise ValueError(f"renderer.backend: unknown backend {backend!r}")
+    if backend == "torch":
+        from .torch_backend import TorchRenderer
+
+        return TorchRenderer(inst, config["cosmology"], config["renderer"].get("device", "auto"))
+    raise ValueError(f"renderer.backend: unknown backend {backend!r}; allowed: lenstronomy, torch")
