@@ -29,12 +29,12 @@ def iter_priors(config: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
         yield f"lens.main.{k}", v
     for section in ("shear", "multipoles", "lens_light"):
         for k, v in (lens.get(section) or {}).items():
-            if k != "type":
+            if k not in ("type", "colors"):
                 yield f"lens.{section}.{k}", v
     if lens.get("los"):
         yield "lens.los.delta_los", lens["los"]["delta_los"]
     source = lens["source"]
-    keys = ("center_x", "center_y") if source.get("type") == "cosmos" else [k for k in source if k != "type"]
+    keys = ("center_x", "center_y") if source.get("type") == "cosmos" else [k for k in source if k not in ("type", "colors")]
     for k in keys:
         if k in source:
             yield f"lens.source.{k}", source[k]
@@ -45,6 +45,15 @@ def iter_priors(config: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
         for k in ("gamma", "n_sub"):
             if k in pop:
                 yield f"datasets.{name}.population.{k}", pop[k]
+    for i, band in enumerate(config["instrument"].get("bands") or []):
+        if isinstance((band.get("psf") or {}).get("fwhm"), (dict, int, float)):
+            yield f"instrument.bands[{i}].psf.fwhm", band["psf"]["fwhm"]
+    for component in ("lens_light", "source", "point_source"):
+        section = lens.get(component) or {}
+        if component == "point_source" and section:
+            yield "lens.point_source.magnitude", section["magnitude"]
+        for band, spec in (section.get("colors") or {}).items():
+            yield f"lens.{component}.colors.{band}", spec
     mock = config.get("observations", {}).get("mock", {})
     if "population" in mock:
         for k in ("gamma", "n_sub"):
@@ -139,6 +148,7 @@ def check_config(config: Mapping[str, Any], base_dir: str | Path = ".") -> None:
             raise ConfigError("instrument.psf.path: required for a pixel PSF")
         if not (Path(base_dir) / psf["path"]).exists():
             raise ConfigError(f"instrument.psf.path: file {psf['path']!r} does not exist")
+    _check_bands(config, base_dir)
     obs = config["observations"]
     if obs["source"] == "local":
         if "local_dir" not in obs:
@@ -156,6 +166,51 @@ def check_config(config: Mapping[str, Any], base_dir: str | Path = ".") -> None:
         raise ConfigError("observations.lenses: list the lenses to download for source 'mast'")
     if obs["source"] == "mock" and "population" not in obs["mock"]:
         raise ConfigError("observations.mock.population: required for source 'mock'")
+
+
+def _check_bands(config: Mapping[str, Any], base_dir: str | Path) -> None:
+    """Multi-band instrument, colours and point source: names unique and consistent, PSFs complete."""
+    inst = config["instrument"]
+    bands = inst.get("bands") or []
+    names = [str(b["name"]) for b in bands]
+    lens = config["lens"]
+    colored = [c for c in ("lens_light", "source", "point_source") if (lens.get(c) or {}).get("colors")]
+    if not bands:
+        if "reference_band" in inst:
+            raise ConfigError("instrument.reference_band: only meaningful with instrument.bands")
+        if colored:
+            raise ConfigError(f"lens.{colored[0]}.colors: colours need a multi-band instrument (instrument.bands)")
+    else:
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"instrument.bands: band names must be unique; repeated: {dupes}")
+        ref = str(inst.get("reference_band") or names[0])
+        if ref not in names:
+            raise ConfigError(f"instrument.reference_band: {ref!r} is not one of the bands {names}")
+        for i, band in enumerate(bands):
+            psf = band.get("psf") or inst["psf"]
+            key = f"instrument.bands[{i}].psf" if band.get("psf") else "instrument.psf"
+            if psf["type"] == "gaussian":
+                if "fwhm" not in psf:
+                    raise ConfigError(f"{key}.fwhm: required for a gaussian PSF")
+                if prior_bounds(psf["fwhm"])[0] <= 0:
+                    raise ConfigError(f"{key}.fwhm: the seeing FWHM must be > 0; the prior {psf['fwhm']!r} reaches "
+                                      f"{prior_bounds(psf['fwhm'])[0]}")
+            elif "path" not in psf:
+                raise ConfigError(f"{key}.path: required for a pixel PSF")
+            elif not (Path(base_dir) / psf["path"]).exists():
+                raise ConfigError(f"{key}.path: file {psf['path']!r} does not exist")
+        for component in colored:
+            colors = lens[component]["colors"]
+            unknown = sorted(set(colors) - set(names))
+            if unknown:
+                raise ConfigError(f"lens.{component}.colors: unknown band(s) {unknown}; bands: {names}")
+            if ref in colors and prior_bounds(colors[ref]) != (0.0, 0.0):
+                raise ConfigError(f"lens.{component}.colors.{ref}: the reference band's colour must be 0 "
+                                  "(magnitudes are given in the reference band)")
+    if lens.get("point_source") and config.get("renderer", {}).get("backend", "lenstronomy") != "lenstronomy":
+        raise ConfigError("lens.point_source: lensed point sources are rendered by the lenstronomy backend only "
+                          "(renderer.backend: lenstronomy)")
 
 
 def dataset_shards(config: Mapping[str, Any], dataset: str) -> list[int]:

@@ -3,13 +3,19 @@
 A shard is a zarr v3 group::
 
     shard.zarr/
-      images           (N, H, W) float32, chunked by blocks of images, e⁻/s
+      images           (N, H, W) float32 — or (N, C, H, W) for multi-band configs — chunked by blocks of whole
+                       images (chunks (k, H, W) / (k, C, H, W)), e⁻/s per band
       params           (N, K) float64, one column per drawn scalar (names in attrs["columns"])
       image_seed       (N,) uint64, the seed of each image's generator (regenerates the image alone)
       subhalos         (M, S) float64, every subhalo of every image (names in attrs["subhalo_columns"])
       subhalo_offsets  (N + 1,) int64, rows of image i are subhalos[offsets[i]:offsets[i+1]]
       los, los_offsets (optional) the line-of-sight halos, stored the same way (names in attrs["los_columns"])
-      attrs: dataset, shard, seed, config_hash, lensinfer_version, pixel_scale, num_pix, units
+      attrs: dataset, shard, seed, config_hash, lensinfer_version, pixel_scale, num_pix, units,
+             sigma_bkg, exposure_time, zero_point (floats; per-band lists in channel order when multi-band),
+             bands + reference_band (multi-band only), noiseless: true (only when images were stored noiseless)
+
+Multi-band shards (``instrument.bands``) differ only in the channel axis of ``images`` and in the per-band attrs
+(:func:`shard_bands`); single-band shards are byte-identical to those written before multi-band support.
 
 Shards are written to a temporary sibling and renamed into place, so a killed job never leaves a store that looks
 complete. Nothing time-dependent is written: the same inputs give byte-identical stores.
@@ -34,6 +40,8 @@ __all__ = [
     "write_shard",
     "read_shard_table",
     "open_images",
+    "shard_bands",
+    "image_channels",
     "directory_sha256",
     "Manifest",
     "write_manifest",
@@ -117,6 +125,21 @@ def open_images(path: str | Path) -> zarr.Array:
     return zarr.open_array(str(Path(path) / "images"), mode="r")
 
 
+def shard_bands(path: str | Path) -> list[str] | None:
+    """Band names of a multi-band shard (channel order), or None for a single-band shard."""
+    bands = zarr.open_group(str(path), mode="r").attrs.get("bands")
+    return list(bands) if bands else None
+
+
+def image_channels(image_shape: Sequence[int]) -> int:
+    """Number of channels of a per-image shape: (H, W) → 1, (C, H, W) → C."""
+    if len(image_shape) == 2:
+        return 1
+    if len(image_shape) == 3:
+        return int(image_shape[0])
+    raise ValueError(f"an image is (H, W) or (C, H, W); got shape {tuple(image_shape)}")
+
+
 def directory_sha256(path: str | Path) -> str:
     """sha256 over the relative names and bytes of every file below ``path`` (sorted): a content checksum."""
     root = Path(path)
@@ -137,7 +160,8 @@ class Manifest:
     dataset: str
     shards: list[dict[str, Any]]
     n_images: int
-    image_shape: tuple[int, int]
+    #: (H, W), or (C, H, W) for multi-band datasets
+    image_shape: tuple[int, ...]
 
     @property
     def offsets(self) -> np.ndarray:
@@ -160,7 +184,7 @@ class Manifest:
 def write_manifest(path: str | Path, dataset: str, shard_paths: Sequence[str | Path], verify: bool = True) -> Manifest:
     """Write ``manifest.json`` over the given shards (with sizes and content checksums)."""
     shards = []
-    shape: tuple[int, int] | None = None
+    shape: tuple[int, ...] | None = None
     for p in shard_paths:
         p = Path(p)
         arr = open_images(p)

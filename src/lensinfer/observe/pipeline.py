@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .lenses import LensSpec, lens_specs_from_config, reference_lens
-from .preprocess import preprocess_fits, write_preprocessed
+from .preprocess import preprocess_fits, preprocess_fits_bands, write_preprocessed, write_preprocessed_bands
 
 __all__ = ["lens_spec_for", "preprocess_observation"]
 
@@ -34,8 +34,27 @@ def lens_spec_for(lens_name: str, frame: str | Path, observations: Mapping[str, 
 
 def preprocess_observation(*, lens_name: str, frame: str | Path, observations: Mapping[str, Any],
                            instrument: Mapping[str, Any], radius_theta_e: float, outdir: str | Path) -> dict[str, Any]:
-    """Preprocess ``frame`` onto the simulator grid and write image/mask/metadata/diagnostic into ``outdir``."""
+    """Preprocess ``frame`` onto the simulator grid and write image/mask/metadata/diagnostic into ``outdir``.
+
+    With ``instrument.bands`` the frame holds one ``SCI`` extension per band (``FILTER`` = band name, as the mock
+    observations write it): every band is resampled onto the reference band's centroid and ``image.npy`` is
+    (C, H, W) in band order, each band at its own zero point, with one shared mask.
+    """
     lens = lens_spec_for(lens_name, frame, observations, instrument, radius_theta_e)
+    if instrument.get("bands"):
+        from ..simulate.instrument import band_configs, reference_band
+
+        bands = band_configs(instrument) or []
+        multi = preprocess_fits_bands(
+            frame, bands=[name for name, _ in bands], reference_band=str(reference_band(instrument)),
+            ra=lens.ra_deg, dec=lens.dec_deg, pixel_scale_arcsec=float(instrument["pixel_scale"]),
+            num_pix=int(instrument["num_pix"]),
+            zero_points_out={name: float(cfg["magnitude_zero_point"]) for name, cfg in bands},
+            zero_point_in=observations.get("zero_point"),
+            background_annulus_arcsec=tuple(observations["background_annulus_arcsec"]),
+        )
+        paths = write_preprocessed_bands(multi, lens, outdir)
+        return json.loads(paths["metadata"].read_text())
     result = preprocess_fits(
         frame, ra=lens.ra_deg, dec=lens.dec_deg, pixel_scale_arcsec=float(instrument["pixel_scale"]),
         num_pix=int(instrument["num_pix"]), zero_point_out=float(instrument["magnitude_zero_point"]),

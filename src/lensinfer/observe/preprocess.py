@@ -27,6 +27,7 @@ The lens light is kept (the reference simulations include it). The circular anal
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -58,6 +59,10 @@ __all__ = [
     "circular_mask",
     "apply_circular_mask",
     "write_preprocessed",
+    "MultiBandPreprocessResult",
+    "fits_band_extensions",
+    "preprocess_fits_bands",
+    "write_preprocessed_bands",
 ]
 
 ResampleMethod = Literal["exact", "adaptive"]
@@ -181,11 +186,13 @@ class _Input:
     filter_name: str | None
 
 
-def _read_input(path: Path, bunit: str | None, zero_point: float | None) -> _Input:
-    """Verify ``path`` and read its science image, converted to e-/s (see :class:`_Input`)."""
+def _read_input(path: Path, bunit: str | None, zero_point: float | None, extver: int | None = None) -> _Input:
+    """Verify ``path`` and read its science image, converted to e-/s (see :class:`_Input`).
+
+    ``extver`` selects the ``SCI`` (and ``WHT``) extension of that EXTVER — one band of a multi-band file."""
     verify_fits(path)
     with fits.open(path, memmap=False) as hdul:
-        sci = find_science_hdu(hdul)
+        sci = find_science_hdu(hdul) if extver is None else hdul["SCI", extver]
         headers = (sci.header, hdul[0].header)
         unit = bunit if bunit is not None else _keyword("BUNIT", *headers)
         if unit is None:
@@ -200,7 +207,10 @@ def _read_input(path: Path, bunit: str | None, zero_point: float | None) -> _Inp
             zero_point = ab_zero_point(float(photflam), float(photplam))
         data = np.asarray(sci.data, dtype=np.float64) * unit_factor
         invalid = ~np.isfinite(data)
-        weight = hdul["WHT"].data if "WHT" in hdul else None
+        if extver is None:
+            weight = hdul["WHT"].data if "WHT" in hdul else None
+        else:
+            weight = hdul["WHT", extver].data if ("WHT", extver) in hdul else None
         if weight is not None and weight.shape == data.shape:
             invalid |= ~(weight > 0)  # drizzled frames: SCI = 0 where nothing was observed
         instrument = _keyword("INSTRUME", *headers)
@@ -245,6 +255,8 @@ def preprocess_fits(
     centroid_search_radius_arcsec: float = 0.5,
     centroid_window_arcsec: float = 0.2,
     method: ResampleMethod = "exact",
+    extver: int | None = None,
+    centre_radec: tuple[float, float] | None = None,
 ) -> PreprocessResult:
     """Preprocess one HST image onto a ``num_pix`` × ``num_pix`` north-up grid.
 
@@ -268,6 +280,10 @@ def preprocess_fits(
         method: ``"exact"`` (reproject_exact × pixel-area ratio; no extra smoothing) or
             ``"adaptive"`` (reproject_adaptive with ``conserve_flux=True``; its kernel smooths
             the noise even between equal pixel scales).
+        extver: read the ``SCI``/``WHT`` extensions of this EXTVER (one band of a multi-band file,
+            see :func:`preprocess_fits_bands`); default: the first science image.
+        centre_radec: grid centre (deg) imposed instead of a measured one (no recentring): the
+            other bands of a multi-band observation share the reference band's centroid.
 
     Raises:
         CorruptFitsError: the file fails verification.
@@ -282,7 +298,7 @@ def preprocess_fits(
     if method not in ("exact", "adaptive"):
         raise ValueError(f"unknown resampling method {method!r}; use 'exact' or 'adaptive'")
     p = Path(path)
-    src = _read_input(p, bunit, zero_point_in)
+    src = _read_input(p, bunit, zero_point_in, extver)
     scales_in = proj_plane_pixel_scales(src.wcs) * 3600.0
     scale_in = float(np.mean(scales_in))
     target = SkyCoord(ra, dec, unit="deg")
@@ -296,7 +312,9 @@ def preprocess_fits(
     region = cut.data - (level_in if subtract_background else 0.0)
 
     centre = target
-    if recenter:
+    if centre_radec is not None:
+        centre = SkyCoord(*centre_radec, unit="deg")
+    elif recenter:
         cx, cy = _find_centroid(
             region, (tx, ty), centroid_search_radius_arcsec / scale_in, centroid_window_arcsec / scale_in
         )
@@ -336,7 +354,7 @@ def preprocess_fits(
         "target_dec_deg": float(dec),
         "centre_ra_deg": float(centre.ra.deg),
         "centre_dec_deg": float(centre.dec.deg),
-        "recentred": bool(recenter),
+        "recentred": bool(recenter) and centre_radec is None,
         "centroid_shift_arcsec_east_north": [east, north],
         "centroid_shift_px_xy": [-east / pixel_scale_arcsec, north / pixel_scale_arcsec],
         "background_annulus_arcsec": [float(r_in), float(r_out)],
@@ -453,4 +471,111 @@ def write_preprocessed(result: PreprocessResult, lens: LensSpec, outdir: str | o
     }
     paths["metadata"].write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     _diagnostic_figure(result, lens, centre_xy, radius_px, paths["figure"])
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Multi-band (ground-based survey) observations: one SCI/WHT pair per band in one file, stacked to (C, H, W)
+
+
+@dataclass(frozen=True)
+class MultiBandPreprocessResult:
+    """Output of :func:`preprocess_fits_bands`.
+
+    Attributes:
+        bands: band names in channel order.
+        reference_band: the band whose lens-light centroid defines the common grid centre.
+        image: (C, N, N) float32, each band at its own ``zero_points_out`` value.
+        noise_sigma: per-band background σ (same units as each channel).
+        valid: (N, N) bool, pixels valid in every band (one shared mask).
+        per_band: the single-band results, in channel order.
+    """
+
+    bands: list[str]
+    reference_band: str
+    image: np.ndarray
+    noise_sigma: list[float]
+    valid: np.ndarray
+    per_band: list[PreprocessResult]
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The reference band's record plus per-band entries (``noise_sigma`` stays the reference band's float)."""
+        ref = self.per_band[self.bands.index(self.reference_band)].metadata
+        return {
+            **ref,
+            "bands": list(self.bands),
+            "reference_band": self.reference_band,
+            "image_layout": "(C, H, W), channels in 'bands' order",
+            "noise_sigma_bands": {b: float(v) for b, v in zip(self.bands, self.noise_sigma)},
+            "per_band": {b: r.metadata for b, r in zip(self.bands, self.per_band)},
+            "n_invalid_pixels": int(np.count_nonzero(~self.valid)),
+        }
+
+
+def fits_band_extensions(path: str | os.PathLike[str]) -> dict[str, int]:
+    """Band name (``FILTER`` keyword of each ``SCI`` extension) → its EXTVER, for a multi-band file."""
+    out: dict[str, int] = {}
+    with fits.open(path, memmap=False) as hdul:
+        for hdu in hdul:
+            if hdu.name == "SCI":
+                name = hdu.header.get("FILTER")
+                if name is None:
+                    raise FitsUnitError(f"{Path(path).name}: SCI extension {hdu.ver} has no FILTER keyword")
+                out[str(name)] = int(hdu.ver)
+    return out
+
+
+def preprocess_fits_bands(
+    path: str | os.PathLike[str],
+    *,
+    bands: list[str],
+    reference_band: str,
+    ra: float,
+    dec: float,
+    pixel_scale_arcsec: float,
+    num_pix: int,
+    zero_points_out: dict[str, float],
+    **kwargs: Any,
+) -> MultiBandPreprocessResult:
+    """Preprocess every band of a multi-band file (one ``SCI``/``WHT`` pair per band, ``FILTER`` = band name)
+    onto one common grid: the reference band is recentred on its lens-light centroid
+    (:func:`preprocess_fits`), every other band is resampled onto the same centre; the bands are stacked
+    in ``bands`` order and the valid-pixel masks combined.
+
+    ``kwargs`` are passed to :func:`preprocess_fits` (``zero_point_in`` is read from each band's
+    PHOTFLAM/PHOTPLAM unless given).
+    """
+    if reference_band not in bands:
+        raise ValueError(f"reference band {reference_band!r} is not one of {bands}")
+    ext = fits_band_extensions(path)
+    missing = [b for b in bands if b not in ext]
+    if missing:
+        raise ValueError(f"{Path(path).name}: no SCI extension for band(s) {missing}; file has {sorted(ext)}")
+    common = dict(ra=ra, dec=dec, pixel_scale_arcsec=pixel_scale_arcsec, num_pix=num_pix, **kwargs)
+    ref = preprocess_fits(path, zero_point_out=zero_points_out[reference_band], extver=ext[reference_band], **common)
+    centre = (ref.metadata["centre_ra_deg"], ref.metadata["centre_dec_deg"])
+    results = []
+    for band in bands:
+        if band == reference_band:
+            results.append(ref)
+            continue
+        results.append(preprocess_fits(path, zero_point_out=zero_points_out[band], extver=ext[band],
+                                       centre_radec=centre, **common))
+    valid = np.logical_and.reduce([r.valid for r in results])
+    return MultiBandPreprocessResult(
+        bands=list(bands), reference_band=reference_band, image=np.stack([r.image for r in results]).astype(np.float32),
+        noise_sigma=[r.noise_sigma for r in results], valid=valid, per_band=results,
+    )
+
+
+def write_preprocessed_bands(result: MultiBandPreprocessResult, lens: LensSpec,
+                             outdir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Like :func:`write_preprocessed` for a multi-band result: ``image.npy`` (C, N, N) float32, one shared
+    ``mask.npy`` (N, N) bool, ``metadata.json`` (reference-band record + per-band entries), and the reference
+    band's diagnostic figure."""
+    ref_index = result.bands.index(result.reference_band)
+    ref = dataclasses.replace(result.per_band[ref_index], valid=result.valid, metadata=result.metadata)
+    paths = write_preprocessed(ref, lens, outdir)
+    np.save(paths["image"], result.image)
     return paths

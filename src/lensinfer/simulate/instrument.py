@@ -16,7 +16,68 @@ import numpy as np
 
 from .. import physics
 
-__all__ = ["Instrument", "gaussian_psf_kernel", "pixel_psf_kernel", "psf_kernel", "add_noise"]
+__all__ = [
+    "Instrument",
+    "BAND_KEYS",
+    "band_configs",
+    "band_names",
+    "reference_band",
+    "reference_zero_point",
+    "gaussian_psf_kernel",
+    "pixel_psf_kernel",
+    "psf_kernel",
+    "add_noise",
+]
+
+#: Keys a band of ``instrument.bands`` may override; pixel_scale, num_pix and supersampling are shared by all bands.
+BAND_KEYS = ("exposure_time", "sky_brightness", "magnitude_zero_point", "read_noise", "ccd_gain", "num_exposures", "psf")
+
+
+def band_configs(cfg: Mapping[str, Any]) -> list[tuple[str, dict[str, Any]]] | None:
+    """(name, full single-band instrument config) of every band of ``instrument.bands``, or None if single-band.
+
+    A band's config is the top-level ``instrument`` section (shared camera: pixel scale, grid, supersampling, and
+    defaults for everything else) overridden by the band's own keys (:data:`BAND_KEYS`); a band ``psf`` replaces the
+    top-level PSF as a whole. Per-band survey values of this kind are what lenstronomy's
+    ``SimulationAPI.ObservationConfig`` classes (e.g. ``DES.py``: per-band ``exposure_time``, ``sky_brightness``,
+    ``magnitude_zero_point``, ``num_exposures``, ``seeing``; shared camera ``read_noise``, ``ccd_gain``,
+    ``pixel_scale``) hold.
+    """
+    bands = cfg.get("bands")
+    if not bands:
+        return None
+    base = {k: v for k, v in cfg.items() if k not in ("bands", "reference_band")}
+    out = []
+    for band in bands:
+        merged = dict(base)
+        merged.update({k: v for k, v in band.items() if k != "name"})
+        out.append((str(band["name"]), merged))
+    return out
+
+
+def band_names(cfg: Mapping[str, Any]) -> list[str] | None:
+    """Names of the bands of ``instrument.bands`` in channel order, or None for a single-band instrument."""
+    bands = cfg.get("bands")
+    return [str(b["name"]) for b in bands] if bands else None
+
+
+def reference_band(cfg: Mapping[str, Any]) -> str | None:
+    """The band in which magnitudes are drawn (``instrument.reference_band``, default: the first band); None if
+    single-band."""
+    names = band_names(cfg)
+    if names is None:
+        return None
+    return str(cfg.get("reference_band") or names[0])
+
+
+def reference_zero_point(cfg: Mapping[str, Any]) -> float:
+    """AB zero point of the band magnitudes refer to: the reference band's, or the single band's."""
+    bands = band_configs(cfg)
+    if bands is None:
+        return float(cfg["magnitude_zero_point"])
+    ref = reference_band(cfg)
+    return float(dict(bands)[ref]["magnitude_zero_point"])
+
 
 
 class Instrument:

@@ -1,5 +1,9 @@
 """Mock observations: simulated lenses written as HST-like FITS frames (SCI + WCS, e⁻/s).
 
+Multi-band configs (``instrument.bands``) write one file with one ``SCI``/``WHT`` pair per band (EXTVER = channel
+index + 1, ``FILTER`` = band name, PHOTFLAM/PHOTPLAM encoding the band's zero point), which
+:func:`lensinfer.observe.preprocess.preprocess_fits_bands` stacks back to (C, H, W).
+
 They stand in for real data in the offline demo and go through exactly the same preprocessing as real cutouts
 (:mod:`lensinfer.observe.preprocess`). Each mock borrows the sky position of one SLACS reference lens so that the
 WCS, names and masks look like the real sample; its truth (every drawn parameter) is kept beside it.
@@ -13,14 +17,14 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..observe.fitsio import write_hst_like_fits
+from ..observe.fitsio import F814W_PHOTPLAM, tan_wcs, write_hst_like_fits
 from ..observe.lenses import LensSpec
 from ..seeds import image_rng, image_seeds
 from .instrument import Instrument
 from .renderers import make_renderer
-from .shard import line_of_sight, simulate_image, source_catalog
+from .shard import line_of_sight, simulate_image, simulate_image_bands, source_catalog
 
-__all__ = ["MOCK_DATASET", "write_mock_observations"]
+__all__ = ["MOCK_DATASET", "write_mock_observations", "write_multiband_fits"]
 
 MOCK_DATASET = "observations-mock"
 
@@ -30,6 +34,8 @@ def write_mock_observations(config: Mapping[str, Any], lenses: Sequence[LensSpec
     """Simulate one lens per entry of ``lenses`` and write ``science.fits`` + ``truth.json`` into its folder."""
     mock = config["observations"]["mock"]
     frame_cfg = dict(config["instrument"], num_pix=int(mock.get("frame_num_pix", 3 * config["instrument"]["num_pix"])))
+    if frame_cfg.get("bands"):
+        return _write_mock_bands(config, dict(config, instrument=frame_cfg), lenses, out_dirs, science_name, truth_name)
     inst = Instrument(frame_cfg)
     renderer = make_renderer(config, inst)
     los = line_of_sight(config)
@@ -48,6 +54,83 @@ def write_mock_observations(config: Mapping[str, Any], lenses: Sequence[LensSpec
         write_hst_like_fits(out / science_name, image.astype(np.float32), pixel_scale_arcsec=inst.pixel_scale,
                             ra=lens.ra_deg, dec=lens.dec_deg, exptime=inst.exposure_time, zero_point=inst.zero_point,
                             extra_header={"MOCK": True, "LENSNAME": lens.name})
+        (out / truth_name).write_text(json.dumps(truth, indent=2) + "\n")
+        truths.append(truth)
+    return truths
+
+
+def write_multiband_fits(path: str | Path, cube: np.ndarray, *, bands: Sequence[str], zero_points: Sequence[float],
+                         exptimes: Sequence[float], pixel_scale_arcsec: float, ra: float, dec: float,
+                         extra_header: Mapping[str, Any] | None = None) -> Path:
+    """A (C, H, W) e⁻/s cube as one FITS file: PRIMARY + per band ``SCI``/``WHT`` (EXTVER = c + 1, FILTER = band).
+
+    Each SCI carries BUNIT, EXPTIME, a TAN WCS and PHOTFLAM/PHOTPLAM with ZP = −2.5 log PHOTFLAM − 5 log PHOTPLAM
+    − 2.408 equal to the band's zero point (the pivot wavelength is nominal: only the zero point is used).
+    CHECKSUM/DATASUM with fixed comments keep the file byte-identical across runs.
+    """
+    from astropy.io import fits
+
+    from ..observe.photometry import photflam_for_zero_point
+
+    cube = np.asarray(cube, dtype=np.float64)
+    if cube.ndim != 3 or cube.shape[0] != len(bands):
+        raise ValueError(f"cube must be (C, H, W) with C = {len(bands)} bands, got {cube.shape}")
+    primary = fits.PrimaryHDU()
+    ph = primary.header
+    ph["TELESCOP"] = "MOCK"
+    ph["INSTRUME"] = "MULTIBAND"
+    ph["NBANDS"] = len(bands)
+    ph["BANDS"] = ",".join(bands)
+    for key, value in (extra_header or {}).items():
+        ph[key if len(key) <= 8 else f"HIERARCH {key}"] = value
+    hdus: list[Any] = [primary]
+    w = tan_wcs(ra=ra, dec=dec, pixel_scale_arcsec=pixel_scale_arcsec, shape=cube.shape[1:])
+    for c, (band, zp, t) in enumerate(zip(bands, zero_points, exptimes)):
+        header = w.to_header()
+        header["BUNIT"] = "ELECTRONS/S"
+        header["FILTER"] = band
+        header["EXPTIME"] = (float(t), "exposure time (s)")
+        header["PHOTFLAM"] = (float(photflam_for_zero_point(float(zp), F814W_PHOTPLAM)), "sets the AB zero point")
+        header["PHOTPLAM"] = (F814W_PHOTPLAM, "nominal pivot wavelength (A)")
+        header["ORIENTAT"] = (0.0, "position angle of image y axis (deg. e of n)")
+        hdus.append(fits.ImageHDU(cube[c].astype(np.float32), header=header, name="SCI", ver=c + 1))
+        hdus.append(fits.ImageHDU(np.full(cube.shape[1:], float(t), np.float32), header=w.to_header(), name="WHT",
+                                  ver=c + 1))
+    hdul = fits.HDUList(hdus)
+    for hdu in hdul:
+        hdu.add_checksum(when="HDU checksum")
+    out = Path(path)
+    hdul.writeto(out, overwrite=True)
+    return out
+
+
+def _write_mock_bands(config: Mapping[str, Any], frame_config: Mapping[str, Any], lenses: Sequence[LensSpec],
+                      out_dirs: Sequence[str | Path], science_name: str, truth_name: str) -> list[dict[str, Any]]:
+    """Multi-band mock observations: one scene per lens rendered in every band, written by
+    :func:`write_multiband_fits`."""
+    from .bands import BandSet
+
+    mock = config["observations"]["mock"]
+    bands = BandSet(frame_config)
+    los = line_of_sight(config)
+    seeds = image_seeds(int(config["seed"]), MOCK_DATASET, 0, len(lenses))
+    cosmos = source_catalog(config, "test")
+    pedestal = float(mock.get("sky_pedestal", 0.0))
+    pixel_scale = float(frame_config["instrument"]["pixel_scale"])
+    truths = []
+    for i, (lens, out) in enumerate(zip(lenses, out_dirs)):
+        cube, scene = simulate_image_bands(image_rng(seeds[i]), bands=bands, config=frame_config,
+                                           population=mock["population"], global_index=i, cosmos=cosmos, los=los)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        truth = {"name": lens.name, "ra": lens.ra_deg, "dec": lens.dec_deg, "image_seed": int(seeds[i]),
+                 "population": dict(mock["population"]), "sky_pedestal": pedestal, "bands": list(bands.names),
+                 "params": {k: float(v) for k, v in scene.params.items()}, "n_subhalos": int(scene.subhalos.shape[0])}
+        write_multiband_fits(out / science_name, cube + pedestal, bands=bands.names,
+                             zero_points=[bands.instruments[b].zero_point for b in bands.names],
+                             exptimes=[bands.instruments[b].exposure_time for b in bands.names],
+                             pixel_scale_arcsec=pixel_scale, ra=lens.ra_deg, dec=lens.dec_deg,
+                             extra_header={"MOCK": True, "LENSNAME": lens.name})
         (out / truth_name).write_text(json.dumps(truth, indent=2) + "\n")
         truths.append(truth)
     return truths

@@ -56,6 +56,10 @@ class Scene:
     #: redshift of every lens component for multi-plane ray tracing (line-of-sight halos); None = single plane
     lens_redshift_list: list[float] | None = None
     los: np.ndarray | None = None
+    #: lensed point source (``lens.point_source``) as lenstronomy 'LENSED_POSITION' images: ``ra_image``,
+    #: ``dec_image`` (arcsec), ``magnification`` (signed μ of each image) and ``source_amp`` (unlensed flux, e⁻/s,
+    #: in the band of this scene); image i has flux |μ_i|·source_amp. None = no point source.
+    point_source: dict[str, Any] | None = None
 
     @property
     def n_macro(self) -> int:
@@ -170,18 +174,25 @@ def draw_macro(rng: np.random.Generator, lens_cfg: Mapping[str, Any], zero_point
     )
 
 
+#: relative flux below which a pixel of the smooth image counts as empty (FFT round-off level, see below)
+NUMERICAL_ZERO = 1e-12
+
+
 def place_on_bright_pixels(
     rng: np.random.Generator, smooth_image: np.ndarray, n: int, pixel_scale: float, threshold: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Subhalo positions on pixels brighter than ``threshold × max`` of the smooth lensed image (spec §1.2).
 
     Pixels are chosen uniformly with replacement and jittered by U(−Δ/2, Δ/2) in x and y. ``threshold = 0`` keeps
-    every pixel with positive flux (the reference's NFW/tNFW tests). Image rows are y, columns x.
+    every pixel with positive flux (the reference's NFW/tNFW tests); "positive" means above
+    :data:`NUMERICAL_ZERO` × max, because FFT convolution leaves ±1e-17-relative round-off where the flux is exactly
+    zero (COSMOS stamps), whose sign would otherwise depend on the renderer. Image rows are y, columns x.
     """
     if n == 0:
         return np.zeros(0), np.zeros(0)
     peak = float(smooth_image.max())
-    rows, cols = np.nonzero(smooth_image > threshold * peak if peak > 0 else np.ones_like(smooth_image, bool))
+    level = max(float(threshold), NUMERICAL_ZERO) * peak
+    rows, cols = np.nonzero(smooth_image > level if peak > 0 else np.ones_like(smooth_image, bool))
     if rows.size == 0:
         rows, cols = np.nonzero(np.ones_like(smooth_image, bool))
     pick = rng.integers(0, rows.size, n)

@@ -18,14 +18,16 @@ from tqdm import tqdm
 from .. import __version__, physics
 from ..data.store import ShardData, write_shard
 from ..seeds import config_hash, image_rng, image_seeds
-from .instrument import Instrument, add_noise
+from .instrument import Instrument, add_noise, reference_zero_point
 from .renderers import Renderer, make_renderer
 from .priors import draw
 from .los import LOS_COLUMNS, LineOfSight
 from .sources import CosmosSource
+from .bands import BandSet
 from .scene import SUBHALO_COLUMNS, Scene, draw_macro, draw_subhalos, place_on_bright_pixels, subhalo_lens_kwargs
 
-__all__ = ["population_of", "draw_scene", "simulate_image", "simulate_shard", "simulation_config_section", "source_catalog", "line_of_sight"]
+__all__ = ["population_of", "draw_scene", "simulate_image", "simulate_image_bands", "simulate_shard",
+           "simulation_config_section", "source_catalog", "line_of_sight", "noiseless"]
 
 #: population columns appended after the macro-model columns
 POPULATION_COLUMNS = ("global_index", "gamma_pop", "n_sub", "nms_kappa", "subhalo_mass_total")
@@ -42,14 +44,26 @@ def source_catalog(config: Mapping[str, Any], split: str) -> CosmosSource | None
     source = config["lens"]["source"]
     if source["type"] != "cosmos":
         return None
-    return CosmosSource(source, split, float(config["instrument"]["magnitude_zero_point"]), config["cosmology"])
+    return CosmosSource(source, split, reference_zero_point(config["instrument"]), config["cosmology"])
+
+
+def noiseless(config: Mapping[str, Any]) -> bool:
+    """``storage.noiseless``: shards hold noiseless images (the loader adds fresh noise per batch)."""
+    return bool((config.get("storage") or {}).get("noiseless", False))
 
 
 def simulation_config_section(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
-    """The part of the config that determines a dataset's shards (hashed into the shard attrs)."""
-    return {k: config[k] for k in ("seed", "cosmology", "instrument", "renderer", "lens", "subhalos")} | {
+    """The part of the config that determines a dataset's shards (hashed into the shard attrs).
+
+    ``storage`` enters only through ``noiseless`` (and only when set), so that chunking — which does not change
+    the content — does not change the hash, and the hashes of existing noisy configs stay as they were.
+    """
+    section = {k: config[k] for k in ("seed", "cosmology", "instrument", "renderer", "lens", "subhalos")} | {
         "dataset": config["datasets"][dataset]
     }
+    if noiseless(config):
+        section["storage"] = {"noiseless": True}
+    return section
 
 
 def population_of(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
@@ -125,6 +139,16 @@ def draw_scene(
         lens_light_model_list=macro.lens_light_model_list, kwargs_lens_light=macro.kwargs_lens_light,
         params=p, subhalos=subs, lens_redshift_list=redshifts, los=los_table,
     )
+    ps_cfg = config["lens"].get("point_source")
+    if ps_cfg:  # optional lensed point source at the source centre (no draws when absent)
+        from .point_source import attach_point_source
+
+        attach_point_source(rng, scene, ps_cfg, zero_point=inst.zero_point, num_pix=inst.num_pix,
+                            pixel_scale=inst.pixel_scale, cosmology=config["cosmology"])
+    if config["instrument"].get("bands"):  # multi-band: colours of every light component (no draws otherwise)
+        from .bands import draw_colors
+
+        draw_colors(rng, scene, config)
     return scene
 
 
@@ -137,19 +161,60 @@ def simulate_image(
     global_index: int,
     cosmos: CosmosSource | None = None,
     los: LineOfSight | None = None,
+    noise: bool = True,
 ) -> tuple[np.ndarray, Scene]:
-    """One noisy image (float64, e⁻/s) and its scene; every draw comes from ``rng``."""
+    """One noisy (``noise=False``: noiseless) image (float64, e⁻/s) and its scene; every draw comes from ``rng``."""
     scene = draw_scene(rng, renderer=renderer, config=config, population=population, global_index=global_index,
                        cosmos=cosmos, los=los)
     inst = renderer.instrument
-    image = add_noise(rng, renderer.image(scene), inst.exposure_time, inst.sigma_bkg)
+    image = renderer.image(scene)
+    if noise:
+        image = add_noise(rng, image, inst.exposure_time, inst.sigma_bkg)
     return image, scene
 
 
+def simulate_image_bands(
+    rng: np.random.Generator,
+    *,
+    bands: BandSet,
+    config: Mapping[str, Any],
+    population: Mapping[str, Any],
+    global_index: int,
+    cosmos: CosmosSource | None = None,
+    los: LineOfSight | None = None,
+    noise: bool = True,
+) -> tuple[np.ndarray, Scene]:
+    """One multi-band image (C, H, W) (float64, e⁻/s per band) and its scene (:mod:`lensinfer.simulate.bands`).
+
+    Order of draws from ``rng``: the seeing of drawn-PSF bands; the scene (subhalos placed on the smooth image of
+    the reference band, colours at its end); then the noise of each band in channel order.
+    """
+    fwhm = bands.draw_psf(rng)
+    renderers = bands.renderers(fwhm)
+    scene = draw_scene(rng, renderer=renderers[bands.reference], config=config, population=population,
+                       global_index=global_index, cosmos=cosmos, los=los)
+    scene.params.update({f"psf_fwhm_{b}": v for b, v in fwhm.items()})
+    out = []
+    for b in bands.names:
+        image = renderers[b].image(bands.scene_in(scene, b))
+        if noise:
+            inst = bands.instruments[b]
+            image = add_noise(rng, image, inst.exposure_time, inst.sigma_bkg)
+        out.append(image)
+    return np.stack(out), scene
+
+
 def simulate_shard(config: Mapping[str, Any], dataset: str, shard: int, out_path: str | Path,
-                   progress: bool = True) -> ShardData:
-    """Simulate shard ``shard`` of ``dataset`` and write it to ``out_path`` (zarr, see :mod:`lensinfer.data.store`)."""
+                   progress: bool = True, threads: int | None = None) -> ShardData:
+    """Simulate shard ``shard`` of ``dataset`` and write it to ``out_path`` (zarr, see :mod:`lensinfer.data.store`).
+
+    ``threads`` caps the CPU threads of the torch renderer (the job's ``threads:``; torch would otherwise use every
+    core of the node, oversubscribing it when several shards run side by side)."""
     ds = config["datasets"][dataset]
+    if threads is not None and config["renderer"].get("backend", "lenstronomy") == "torch":
+        import torch
+
+        torch.set_num_threads(int(threads))
     n = int(ds["shard_size"])
     if not 0 <= shard < int(ds["n_shards"]):
         raise ValueError(f"datasets.{dataset}: shard {shard} out of range [0, {ds['n_shards']})")
@@ -159,15 +224,22 @@ def simulate_shard(config: Mapping[str, Any], dataset: str, shard: int, out_path
     los = line_of_sight(config)
     seeds = image_seeds(int(config["seed"]), dataset, shard, n)
     inst = renderer.instrument
-    images = np.empty((n, inst.num_pix, inst.num_pix), dtype=np.float32)
+    bands = BandSet(config) if config["instrument"].get("bands") else None  # multi-band: images (N, C, H, W)
+    noisy = not noiseless(config)
+    channels = (len(bands.names),) if bands is not None else ()
+    images = np.empty((n, *channels, inst.num_pix, inst.num_pix), dtype=np.float32)
     rows: list[dict[str, float]] = []
     subhalos: list[np.ndarray] = []
     offsets = np.zeros(n + 1, dtype=np.int64)
     los_rows: list[np.ndarray] = []
     los_offsets = np.zeros(n + 1, dtype=np.int64)
     for i in tqdm(range(n), desc=f"{dataset}/shard {shard}", file=sys.stderr, disable=not progress, mininterval=2.0):
-        image, scene = simulate_image(image_rng(seeds[i]), renderer=renderer, config=config, population=population,
-                                      global_index=shard * n + i, cosmos=cosmos, los=los)
+        if bands is not None:
+            image, scene = simulate_image_bands(image_rng(seeds[i]), bands=bands, config=config, population=population,
+                                                global_index=shard * n + i, cosmos=cosmos, los=los, noise=noisy)
+        else:
+            image, scene = simulate_image(image_rng(seeds[i]), renderer=renderer, config=config, population=population,
+                                          global_index=shard * n + i, cosmos=cosmos, los=los, noise=noisy)
         images[i] = image
         rows.append(scene.params)
         subhalos.append(scene.subhalos)
@@ -192,5 +264,9 @@ def simulate_shard(config: Mapping[str, Any], dataset: str, shard: int, out_path
         "sigma_bkg": inst.sigma_bkg, "exposure_time": inst.exposure_time, "zero_point": inst.zero_point,
         "population": population,
     }
+    if bands is not None:  # per-band lists replace the scalars: bands, reference_band, sigma_bkg, exposure_time, zero_point
+        attrs.update(bands.attrs())
+    if not noisy:
+        attrs["noiseless"] = True
     write_shard(out_path, data, attrs, chunk_images=int(config["storage"]["chunk_images"]))
     return data
