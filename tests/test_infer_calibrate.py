@@ -125,3 +125,22 @@ def test_kde_calibration_round_trip():
     assert calibrated.shape == (5, 30) and np.allclose(calibrated.max(axis=1), 0)
     # the calibrated curves still peak near the truth
     assert np.median(np.abs(grid[np.argmax(calibrated, axis=1)] - truths[:5])) < 0.4
+
+
+def test_summarise_observations_writes_summary_and_curves(tmp_path):
+    import json
+
+    from lensinfer.infer import summarise_observations
+
+    grid = grid_centres(1.1, 2.9, 150)
+    curves = np.stack([-0.5 * ((grid - m) / 0.1) ** 2 for m in (1.9, 2.0, 2.1)]) + 7.0  # unnormalised is fine
+    th = tmp_path / "t.json"
+    th.write_text(json.dumps({"set_sizes": {"1": {"thresholds": {"0.68": 1.0}}, "3": {"thresholds": {"0.68": 2.0}}}}))
+    s = summarise_observations(names=["a", "b", "c"], grid=grid, curves=curves, thresholds_path=th, kde_path=None,
+                               inference_cfg={"levels": [0.68], "combine_size": 13}, out_summary=tmp_path / "s.json",
+                               out_curves=tmp_path / "c.csv", extra={"estimator": "test"})
+    assert s["combined_threshold_set_size"] == 3 and s["estimator"] == "test"
+    assert s["combined"]["mle"] == pytest.approx(2.0, abs=1e-3) and s["per_lens"]["a"]["mle"] == pytest.approx(1.9, abs=1e-3)
+    assert json.loads((tmp_path / "s.json").read_text()) == s
+    rows = (tmp_path / "c.csv").read_text().splitlines()
+    assert rows[0] == "gamma,a,b,c,combined" and len(rows) == 151

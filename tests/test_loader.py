@@ -22,7 +22,9 @@ def data(synthetic_dataset: Path) -> tuple[MergedDataset, Whitening]:
 
 def _epoch(loader: ChunkShuffleLoader) -> tuple[np.ndarray, np.ndarray]:
     xs, ts = zip(*loader)
-    return torch.cat(xs).numpy(), torch.cat(ts).numpy()
+    theta = torch.cat(ts).numpy()
+    assert theta.ndim == 2 and theta.shape[1] == 1  # θ is (B, P); P = 1 for γ alone
+    return torch.cat(xs).numpy(), theta[:, 0]
 
 
 @pytest.mark.parametrize("batch_size,buffer_blocks", [(16, 2), (7, 3), (40, 1)])
@@ -71,7 +73,7 @@ def test_dataloader_workers_split_chunks(data):
     ds, w = data
     loader = ChunkShuffleLoader(ds, w, 8, seed=0, buffer_blocks=2, drop_last=False, threads=1)
     dl = torch.utils.data.DataLoader(loader, batch_size=None, num_workers=2)
-    theta = torch.cat([t for _, t in dl]).numpy()
+    theta = torch.cat([t for _, t in dl]).numpy().ravel()
     np.testing.assert_array_equal(np.sort(theta), np.sort(np.asarray(w.theta(ds.column("gamma_pop")), np.float32)))
 
 

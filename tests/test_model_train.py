@@ -73,11 +73,11 @@ def test_loader_covers_each_image_once_per_epoch(synthetic_dataset):
     data = MergedDataset(synthetic_dataset, synthetic_dataset / "masks.zarr")
     w = load_whitening(synthetic_dataset / "stats.json")
     loader = ChunkShuffleLoader(data, w, 16, seed=1, buffer_blocks=2, drop_last=False)
-    thetas = torch.cat([t for _, t in loader]).numpy()
+    thetas = torch.cat([t for _, t in loader]).numpy().ravel()
     expected = np.sort(w.theta(data.column("gamma_pop")).astype(np.float32))
     np.testing.assert_allclose(np.sort(thetas), expected, rtol=1e-6)
     loader.set_epoch(1)
-    assert not np.array_equal(torch.cat([t for _, t in loader]).numpy(), thetas)  # reshuffled
+    assert not np.array_equal(torch.cat([t for _, t in loader]).numpy().ravel(), thetas)  # reshuffled
 
 
 def _train(tmp, data, max_epochs, ckpt):

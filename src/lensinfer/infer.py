@@ -33,6 +33,8 @@ __all__ = [
     "interval",
     "wilks_threshold",
     "summarise_curve",
+    "summarise_observations",
+    "load_observations",
     "dataset_curves",
     "infer_observations",
     "infer_simulated_sets",
@@ -48,7 +50,7 @@ def grid_centres(low: float, high: float, n: int) -> np.ndarray:
 @torch.inference_mode()
 def log_ratio_curves(model: RatioEstimator, whitening: Whitening, images: np.ndarray, masks: np.ndarray,
                      grid: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
-    """Unnormalised log r̂(x_i | θ_g) for images (B, H, W) on the grid (G,) → (B, G); embed once, head × G."""
+    """Unnormalised log r̂(x_i | θ_g) for images (B, [C,] H, W) on the grid (G,) → (B, G); embed once, head × G."""
     model.eval()
     theta = torch.as_tensor(whitening.theta(np.asarray(grid, dtype=np.float64)), dtype=torch.float32, device=device)
     out = []
@@ -167,23 +169,30 @@ def _thresholds_for(thresholds: dict, set_size: int) -> dict[str, float] | None:
     return entry["thresholds"] if entry else None
 
 
-def infer_observations(*, model_path: str | Path, thresholds_path: str | Path, kde_path: str | Path,
-                       names: list[str], images: list[str], masks: list[str], inference_cfg: dict,
-                       out_summary: str | Path, out_curves: str | Path) -> dict:
-    """Per-lens curves, MLEs and intervals (N = 1 thresholds) and the combined result (N = combine_size)."""
-    from .calibrate import apply_kde_calibration
-    from .train import load_model
-
-    model, whitening = load_model(model_path)
-    model = model.fused()  # BN folded into the convolutions, channels_last: same curves, half the CPU time
-    thresholds = json.loads(Path(thresholds_path).read_text())
-    grid = grid_centres(**{k: inference_cfg["grid"][k] for k in ("low", "high", "n")})
+def load_observations(images: list[str], masks: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Stacked observation images (N, [C,] H, W) float32 and masks (N, H, W) bool from ``.npy`` files."""
     x = np.stack([np.load(p).astype(np.float32) for p in images])
     m = np.stack([np.load(p).astype(bool) for p in masks])
-    curves = normalise(log_ratio_curves(model, whitening, x, m, grid))
+    return x, m
+
+
+def summarise_observations(*, names: list[str], grid: np.ndarray, curves: np.ndarray, thresholds_path: str | Path,
+                           kde_path: str | Path | None, inference_cfg: dict, out_summary: str | Path,
+                           out_curves: str | Path, extra: dict | None = None) -> dict:
+    """Per-lens and combined summaries of normalised γ curves (any estimator) → ``summary.json`` and ``curves.csv``.
+
+    Per lens: MLE and intervals with the N = 1 thresholds; combined (Σ of curves, :func:`combine`): the thresholds
+    of N = number of lenses when calibrated, else of ``inference.combine_size``. With
+    ``inference.kde_calibration`` the curves are first KDE-calibrated (:mod:`lensinfer.calibrate`).
+    """
+    from .calibrate import apply_kde_calibration
+
+    thresholds = json.loads(Path(thresholds_path).read_text())
+    curves = normalise(curves)
     if inference_cfg.get("kde_calibration"):
-        kde = dict(np.load(kde_path))
-        curves = apply_kde_calibration(curves, kde)
+        if kde_path is None:
+            raise ValueError("inference.kde_calibration needs the KDE calibration file")
+        curves = apply_kde_calibration(curves, dict(np.load(kde_path)))
     levels = inference_cfg["levels"]
     per_lens = {name: summarise_curve(grid, c, levels, _thresholds_for(thresholds, 1)) for name, c in zip(names, curves)}
     combined_curve = combine(curves)
@@ -196,12 +205,30 @@ def infer_observations(*, model_path: str | Path, thresholds_path: str | Path, k
         "combined": summarise_curve(grid, combined_curve, levels, _thresholds_for(thresholds, n_comb)),
         "combined_threshold_set_size": n_comb,
     }
+    if extra:
+        summary.update(extra)
     Path(out_summary).write_text(json.dumps(summary, indent=2) + "\n")
     with open(out_curves, "w") as fh:
         fh.write("gamma," + ",".join(names) + ",combined\n")
         for g, row, c in zip(grid, curves.T, combined_curve):
             fh.write(f"{g:.6f}," + ",".join(f"{v:.6f}" for v in row) + f",{c:.6f}\n")
     return summary
+
+
+def infer_observations(*, model_path: str | Path, thresholds_path: str | Path, kde_path: str | Path,
+                       names: list[str], images: list[str], masks: list[str], inference_cfg: dict,
+                       out_summary: str | Path, out_curves: str | Path) -> dict:
+    """Per-lens curves, MLEs and intervals (N = 1 thresholds) and the combined result (N = combine_size)."""
+    from .train import load_model
+
+    model, whitening = load_model(model_path)
+    model = model.fused()  # BN folded into the convolutions, channels_last: same curves, half the CPU time
+    grid = grid_centres(**{k: inference_cfg["grid"][k] for k in ("low", "high", "n")})
+    x, m = load_observations(images, masks)
+    curves = log_ratio_curves(model, whitening, x, m, grid)
+    return summarise_observations(names=names, grid=grid, curves=curves, thresholds_path=thresholds_path,
+                                  kde_path=kde_path, inference_cfg=inference_cfg, out_summary=out_summary,
+                                  out_curves=out_curves)
 
 
 def infer_simulated_sets(curves_path: str | Path, thresholds_path: str | Path, inference_cfg: dict, seed: int,

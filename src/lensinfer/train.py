@@ -1,6 +1,9 @@
-"""Training loop of the ratio estimator: AdamW, ReduceLROnPlateau, early stopping, checkpoint/resume.
+"""Training loop of the estimators: AdamW, ReduceLROnPlateau, early stopping, checkpoint/resume.
 
-Minimises the NRE classification loss (Hermans, Begy & Louppe 2020; :func:`lensinfer.models.ratio.ratio_loss`).
+One loop (:func:`_fit`) trains both estimators; only the model and the loss differ. The ratio estimator
+(:func:`train_ratio_estimator`) minimises the NRE classification loss (Hermans, Begy & Louppe 2020;
+:func:`lensinfer.models.ratio.ratio_loss`); the posterior estimator (:func:`train_flow_posterior`) the NPE loss
+−log q(θ|x) (:func:`lensinfer.models.flow.flow_loss`).
 Follows the reference optimisation (spec/science.md §3: AdamW lr 1e-3, weight decay 1e-5, ReduceLROnPlateau
 factor 0.1 / patience 3 / threshold 0.01 abs / cooldown 2, early stopping after 3 epochs without a 0.001
 improvement) with two fixes: validation once per epoch (the reference evaluated the whole validation set after
@@ -22,15 +25,19 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
+from torch import nn
 
-from .data.loader import ChunkShuffleLoader, MergedDataset, Whitening, noise_model_of
-from .models.ratio import RatioEstimator, build_ratio_estimator, ratio_loss
+from .data.loader import (ChunkShuffleLoader, DihedralAugmentation, MergedDataset, Whitening, load_whitening,
+                          noise_model_of)
+from .models.flow import FLOW_DEFAULTS, build_flow_posterior, flow_loss
+from .models.ratio import build_ratio_estimator, ratio_loss
 from .seeds import config_hash, torch_seed
 
-__all__ = ["resolve_device", "train_ratio_estimator", "load_model", "evaluate_loss", "read_history"]
+__all__ = ["resolve_device", "train_ratio_estimator", "train_flow_posterior", "flow_targets", "load_model",
+           "load_estimator", "evaluate_loss", "read_history"]
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +51,27 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, "torch.Generator | None"], torch.Tensor]
+
+
 @torch.no_grad()
-def evaluate_loss(model: RatioEstimator, loader: ChunkShuffleLoader, device: torch.device, seed: int) -> float:
-    """Mean validation BCE with a fixed (seeded) pairing, so that epochs are comparable."""
+def evaluate_loss(model: nn.Module, loader: ChunkShuffleLoader, device: torch.device, seed: int,
+                  loss_fn: LossFn = ratio_loss) -> float:
+    """Mean validation loss; the NRE pairing is drawn from a fixed seed, so that epochs are comparable."""
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     total, n = 0.0, 0
     for x, theta in loader:
         with _autocast(device):
-            loss = ratio_loss(model, _to(x, device), theta.to(device), generator=gen)
+            loss = loss_fn(model, _to(x, device), theta.to(device), gen)
         total += float(loss) * x.shape[0]
         n += x.shape[0]
     return total / max(n, 1)
 
 
 def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = x.to(device, non_blocking=True).unsqueeze(1)
+    x = x.to(device, non_blocking=True)
+    x = x.unsqueeze(1) if x.dim() == 3 else x  # (B, H, W) → (B, 1, H, W); multi-band (B, C, H, W) as is
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
@@ -69,22 +81,34 @@ def _autocast(device: torch.device) -> Any:
     return torch.autocast("cpu", enabled=False)
 
 
-def train_ratio_estimator(
+def _fit(
     *,
+    kind: str,
+    build: Callable[[int], nn.Module],
+    loss_fn: LossFn,
     train_dir: str | Path,
     train_masks: str | Path,
     val_dir: str | Path,
     val_masks: str | Path,
     whitening: Whitening,
-    model_cfg: Mapping[str, Any],
+    fingerprint_cfg: dict[str, Any],
+    blob: dict[str, Any],
     train_cfg: Mapping[str, Any],
     seed: int,
     out_model: str | Path,
     out_history: str | Path,
     checkpoint_dir: str | Path,
-    threads: int = 1,
+    threads: int,
+    augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> dict[str, Any]:
-    """Train, write the best model (weights + whitening + configs) and ``history.csv``; returns a summary."""
+    """The one training loop of every estimator (NRE, NPE): only the model builder and the loss differ.
+
+    ``build(in_channels)`` makes the model; ``loss_fn(model, x, θ, generator)`` is its batch loss. Device choice,
+    bf16 autocast on CUDA, deterministic CPU kernels, AdamW + ReduceLROnPlateau, early stopping, the per-epoch
+    atomic checkpoint (resumed when its fingerprint matches) and ``history.csv`` are shared. The best model is
+    written with ``blob`` (what the loader needs to rebuild it) plus ``kind``, ``in_channels`` and the whitening.
+    ``augment(x, θ, generator)`` (optional) transforms every training batch (not the validation batches).
+    """
     torch.set_num_threads(max(1, threads))
     device = resolve_device(str(train_cfg.get("device", "auto")))
     base_seed = torch_seed(seed, "train")
@@ -93,7 +117,10 @@ def train_ratio_estimator(
         torch.use_deterministic_algorithms(True, warn_only=True)
     else:
         torch.backends.cudnn.benchmark = True
-    model = build_ratio_estimator(dict(model_cfg)).to(device)
+    train_data = MergedDataset(train_dir, train_masks)
+    val_data = MergedDataset(val_dir, val_masks)
+    in_channels = train_data.n_channels
+    model = build(in_channels).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=float(train_cfg["lr"]), weight_decay=float(train_cfg["weight_decay"]))
@@ -101,8 +128,6 @@ def train_ratio_estimator(
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, mode="min", factor=float(sch_cfg["factor"]), patience=int(sch_cfg["patience"]),
         threshold=float(sch_cfg["threshold"]), threshold_mode="abs", cooldown=int(sch_cfg["cooldown"]))
-    train_data = MergedDataset(train_dir, train_masks)
-    val_data = MergedDataset(val_dir, val_masks)
     bs = int(train_cfg["batch_size"])
     if len(train_data) < bs:
         raise ValueError(f"train.batch_size={bs} exceeds the {len(train_data)} training images")
@@ -118,8 +143,11 @@ def train_ratio_estimator(
     loader = torch.utils.data.DataLoader(train_loader, batch_size=None, num_workers=workers,
                                          pin_memory=device.type == "cuda")
 
-    fingerprint = config_hash({"model": dict(model_cfg), "train": dict(train_cfg), "seed": seed,
-                               "whitening": whitening.to_dict(), "n_train": len(train_data), "n_val": len(val_data)})
+    fp = dict(fingerprint_cfg, train=dict(train_cfg), seed=seed, whitening=whitening.to_dict(), n_train=len(train_data),
+              n_val=len(val_data))
+    if in_channels != 1:
+        fp["in_channels"] = in_channels
+    fingerprint = config_hash(fp)
     ckpt_dir = Path(checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = ckpt_dir / "last.pt"
@@ -151,21 +179,25 @@ def train_ratio_estimator(
         model.train()
         train_loader.set_epoch(epoch)
         gen = torch.Generator().manual_seed(base_seed + 1000 + epoch)
+        aug_gen = torch.Generator().manual_seed(base_seed + 5000 + epoch)
         total, n = 0.0, 0
         for x, theta in loader:
+            if augment is not None:
+                x, theta = augment(x, theta, aug_gen)
             opt.zero_grad(set_to_none=True)
             with _autocast(device):
-                loss = ratio_loss(model, _to(x, device), theta.to(device), generator=gen)
+                loss = loss_fn(model, _to(x, device), theta.to(device), gen)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * x.shape[0]
             n += x.shape[0]
-        val_loss = evaluate_loss(model, val_loader, device, base_seed + 2)
+        val_loss = evaluate_loss(model, val_loader, device, base_seed + 2, loss_fn)
         scheduler.step(val_loss)
         row = {"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": val_loss,
                "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         history.append(row)
-        log.info("epoch %d train %.4f val %.4f lr %.2g (%.1f s)", epoch, row["train_loss"], val_loss, row["lr"], row["seconds"])
+        log.info("%s epoch %d train %.4f val %.4f lr %.2g (%.1f s)", kind, epoch, row["train_loss"], val_loss, row["lr"],
+                 row["seconds"])
         if val_loss < best["loss"] - float(es["min_delta"]):
             bad_epochs = 0
         else:
@@ -187,22 +219,110 @@ def train_ratio_estimator(
         writer.writeheader()
         for row in history:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    torch.save({"model": best["state"], "model_cfg": dict(model_cfg), "whitening": whitening.to_dict(),
-                "best_epoch": best["epoch"], "best_val_loss": best["loss"], "fingerprint": fingerprint}, out_model)
+    torch.save(dict(blob, kind=kind, model=best["state"], in_channels=in_channels, whitening=whitening.to_dict(),
+                    best_epoch=best["epoch"], best_val_loss=best["loss"], fingerprint=fingerprint), out_model)
     return {"best_epoch": best["epoch"], "best_val_loss": best["loss"], "epochs": len(history)}
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[RatioEstimator, Whitening]:
-    """A trained estimator in eval mode and its whitening constants."""
+def train_ratio_estimator(
+    *,
+    train_dir: str | Path,
+    train_masks: str | Path,
+    val_dir: str | Path,
+    val_masks: str | Path,
+    whitening: Whitening,
+    model_cfg: Mapping[str, Any],
+    train_cfg: Mapping[str, Any],
+    seed: int,
+    out_model: str | Path,
+    out_history: str | Path,
+    checkpoint_dir: str | Path,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Train the ratio estimator (NRE loss, :func:`lensinfer.models.ratio.ratio_loss`; spec §3), write the best
+    model (weights + whitening + configs) and ``history.csv``; returns a summary."""
+    if whitening.targets != ("gamma_pop",):
+        raise ValueError(f"the ratio estimator is trained on gamma_pop alone, not {whitening.targets}")
+    return _fit(kind="nre", build=lambda ch: build_ratio_estimator(dict(model_cfg), in_channels=ch), loss_fn=ratio_loss,
+                train_dir=train_dir, train_masks=train_masks, val_dir=val_dir, val_masks=val_masks, whitening=whitening,
+                fingerprint_cfg={"model": dict(model_cfg)}, blob={"model_cfg": dict(model_cfg)}, train_cfg=train_cfg,
+                seed=seed, out_model=out_model, out_history=out_history, checkpoint_dir=checkpoint_dir, threads=threads)
+
+
+def _architecture(flow_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of the ``flow`` section that define the trained model (not n_samples or diagnostics settings)."""
+    return {k: v for k, v in flow_cfg.items() if k in FLOW_DEFAULTS or k in ("targets", "embedding", "augment")}
+
+
+def flow_targets(flow_cfg: Mapping[str, Any]) -> list[str]:
+    """The parameter columns of the posterior estimator (``flow.targets``, default ``["gamma_pop"]``)."""
+    return list(flow_cfg.get("targets") or ["gamma_pop"])
+
+
+def train_flow_posterior(
+    *,
+    train_dir: str | Path,
+    train_masks: str | Path,
+    val_dir: str | Path,
+    val_masks: str | Path,
+    whitening: Whitening | str | Path,
+    flow_cfg: Mapping[str, Any],
+    train_cfg: Mapping[str, Any],
+    seed: int,
+    out_model: str | Path,
+    out_history: str | Path,
+    checkpoint_dir: str | Path,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Train the neural posterior estimator q(θ|x) (NPE: −log q loss, :func:`lensinfer.models.flow.flow_loss`).
+
+    ``whitening`` is the training set's ``stats.json`` path (its constants for ``flow.targets`` are taken) or a
+    :class:`Whitening` whose ``targets`` equal ``flow.targets``. ``flow.augment: dihedral`` trains on random
+    rotations/reflections of the images with the targets transformed alike (:class:`DihedralAugmentation`).
+    ``model.pt`` holds kind "npe", the flow config,
+    the targets and the whitening (everything :func:`load_model` needs); ``history.csv`` has the NRE format.
+    """
+    targets = flow_targets(flow_cfg)
+    if not isinstance(whitening, Whitening):
+        whitening = load_whitening(whitening, targets)
+    elif list(whitening.targets) != targets:
+        raise ValueError(f"whitening targets {list(whitening.targets)} != flow.targets {targets}; "
+                         "use load_whitening(stats_path, targets=flow_cfg['targets']) or pass the stats.json path")
+    cfg = dict(flow_cfg)
+    augment = cfg.get("augment", "none")
+    if augment not in ("none", "dihedral"):
+        raise ValueError(f"flow.augment: unknown {augment!r}; allowed: none, dihedral")
+    return _fit(kind="npe", augment=DihedralAugmentation(whitening) if augment == "dihedral" else None,
+                build=lambda ch: build_flow_posterior(cfg, len(targets), ch), loss_fn=flow_loss,
+                train_dir=train_dir, train_masks=train_masks, val_dir=val_dir, val_masks=val_masks, whitening=whitening,
+                fingerprint_cfg={"kind": "npe", "flow": _architecture(cfg)}, blob={"flow_cfg": cfg, "targets": targets},
+                train_cfg=train_cfg, seed=seed, out_model=out_model, out_history=out_history,
+                checkpoint_dir=checkpoint_dir, threads=threads)
+
+
+def load_estimator(path: str | Path, device: str | torch.device = "cpu") -> tuple[str, nn.Module, Whitening]:
+    """(kind, model in eval mode, whitening) of a ``model.pt`` of either kind ("nre" or "npe")."""
     blob = torch.load(path, map_location=device, weights_only=False)
-    model = build_ratio_estimator(blob["model_cfg"])
+    kind = blob.get("kind", "nre")
+    in_channels = int(blob.get("in_channels", 1))
+    if kind == "npe":
+        model: nn.Module = build_flow_posterior(blob["flow_cfg"], len(blob["targets"]), in_channels)
+    elif kind == "nre":
+        model = build_ratio_estimator(blob["model_cfg"], in_channels=in_channels)
+    else:
+        raise ValueError(f"{path}: unknown estimator kind {kind!r}")
     model.load_state_dict(blob["model"])
     model.eval().to(device)
-    return model, Whitening(**blob["whitening"])
+    return kind, model, Whitening(**blob["whitening"])
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Any, Whitening]:
+    """A trained estimator (:class:`RatioEstimator` or :class:`FlowPosterior`) in eval mode and its whitening."""
+    _, model, whitening = load_estimator(path, device)
+    return model, whitening
 
 
 def read_history(path: str | Path) -> list[dict[str, float]]:
     """Rows of ``history.csv`` as floats (for plots and reports)."""
     with open(path) as fh:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-
