@@ -19,6 +19,8 @@ rule curves:
         runtime=120,
     params:
         grid=canonical(config["inference"]["grid"]),
+        seed=config["seed"],
+        gamma_prior=GAMMA_PRIOR,
     script:
         "../workflow/scripts/curves.py"
 

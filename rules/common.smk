@@ -29,7 +29,15 @@ try:
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
 
-ESTIMATOR = "nre"
+# Estimators of this run (config `estimator`); γ-curve stages (curves, calibration, CDM tests, γ figures) run for the
+# NRE and for an NPE whose flow targets include the population slope gamma_pop.
+ESTIMATORS = ["nre", "npe"] if config["estimator"] == "both" else [config["estimator"]]
+FLOW_TARGETS = list(config.get("flow", {}).get("targets", ["gamma_pop"]))
+GAMMA_ESTIMATORS = [e for e in ESTIMATORS if e == "nre" or "gamma_pop" in FLOW_TARGETS]
+POINT_SOURCE = bool(config["lens"].get("point_source"))
+DIAGNOSTICS_DATASET = config.get("flow", {}).get(
+    "diagnostics_dataset", config["train"]["val_dataset"]
+)
 DATASETS = sorted(config["datasets"])
 LENSES = observation_lenses(config)
 CURVE_DATASETS = sorted(
@@ -41,6 +49,7 @@ CURVE_DATASETS = sorted(
 wildcard_constraints:
     dataset="|".join(DATASETS),
     shard=r"\d+",
+    est="nre|npe",
     lens="|".join(l.replace("+", r"\+").replace(".", r"\.") for l in LENSES),
 
 
@@ -62,6 +71,12 @@ def canonical(value):
     if isinstance(value, list):
         return [canonical(v) for v in value]
     return value
+
+
+# the training γ prior: the NPE posterior divided by it gives curves comparable with the NRE's likelihood ratios
+GAMMA_PRIOR = canonical(
+    config["datasets"][config["train"]["dataset"]]["population"].get("gamma")
+)
 
 
 @functools.lru_cache(maxsize=None)
@@ -97,9 +112,8 @@ def cosmos_download_marker(wildcards):
     )
 
 
-def cosmos_prepared(wildcards):
-    """The warmed COSMOS cache, for every job that draws COSMOS sources."""
-    return ["results/cosmos/prepared.json"] if USE_COSMOS else []
+# The warmed COSMOS cache, for every job that draws COSMOS sources (a static list: no per-job input function).
+COSMOS_PREPARED = ["results/cosmos/prepared.json"] if USE_COSMOS else []
 
 
 def shards_of(wildcards):
@@ -132,7 +146,9 @@ def raw_frame(wildcards):
 
 
 def all_shards():
-    """Every shard: they are the data store the merged manifests point to, so a deleted one is regenerated."""
+    """Every shard: they are the data store the merged manifests point to, so a deleted one is regenerated
+    (Snakemake does not rerun a finished job for a missing input unless that input is itself a target).
+    """
     return [
         f"results/sims/{d}/shard_{i}.zarr"
         for d in DATASETS
@@ -143,12 +159,12 @@ def all_shards():
 def all_targets():
     return [
         *all_shards(),
-        f"results/models/{ESTIMATOR}/model.pt",
-        f"results/calibration/{ESTIMATOR}/thresholds.json",
-        f"results/inference/{ESTIMATOR}/summary.json",
+        *expand("results/models/{est}/model.pt", est=ESTIMATORS),
+        *expand("results/inference/{est}/summary.json", est=ESTIMATORS),
+        *expand("results/calibration/{est}/thresholds.json", est=GAMMA_ESTIMATORS),
         *expand(
             "results/inference/{est}/cdm_{dataset}.json",
-            est=ESTIMATOR,
+            est=GAMMA_ESTIMATORS,
             dataset=config["inference"]["cdm_datasets"],
         ),
         *plot_targets(),
@@ -156,7 +172,19 @@ def all_targets():
 
 
 def plot_targets():
-    return expand(
-        "results/plots/{name}.png",
-        name=["training", "examples", "observations", "gamma_curves", "coverage"],
-    )
+    """Figures of the run: data figures once, training and γ figures per estimator, NPE diagnostics, comparison."""
+    names = ["examples", "observations"]
+    names += [f"{est}/training" for est in ESTIMATORS]
+    names += [
+        f"{est}/{n}" for est in GAMMA_ESTIMATORS for n in ("gamma_curves", "coverage")
+    ]
+    if "npe" in ESTIMATORS:
+        names += [f"npe/{n}" for n in NPE_DIAGNOSTIC_PLOTS]
+        if POINT_SOURCE:
+            names.append("npe/derived")
+    if len(GAMMA_ESTIMATORS) == 2:
+        names.append("estimator_comparison")
+    return expand("results/plots/{name}.png", name=names)
+
+
+NPE_DIAGNOSTIC_PLOTS = ("truth_vs_prediction", "residuals", "tarp", "sbc", "corner")

@@ -3,19 +3,19 @@
 
 rule infer:
     input:
-        model="results/models/{est}/model.pt",
-        thresholds="results/calibration/{est}/thresholds.json",
-        kde="results/calibration/{est}/kde.npz",
+        model="results/models/nre/model.pt",
+        thresholds="results/calibration/nre/thresholds.json",
+        kde="results/calibration/nre/kde.npz",
         images=expand("results/observations/processed/{lens}/image.npy", lens=LENSES),
         masks=expand("results/observations/processed/{lens}/mask.npy", lens=LENSES),
         metadata=expand(
             "results/observations/processed/{lens}/metadata.json", lens=LENSES
         ),
     output:
-        summary="results/inference/{est}/summary.json",
-        curves="results/inference/{est}/curves.csv",
+        summary="results/inference/nre/summary.json",
+        curves="results/inference/nre/curves.csv",
     log:
-        "logs/infer/{est}.log",
+        "logs/infer/nre.log",
     conda:
         "../envs/train.yaml"
     threads: 1
@@ -27,6 +27,42 @@ rule infer:
         lenses=LENSES,
     script:
         "../workflow/scripts/infer.py"
+
+
+rule infer_flow:
+    input:
+        model="results/models/npe/model.pt",
+        thresholds=(
+            "results/calibration/npe/thresholds.json"
+            if "npe" in GAMMA_ESTIMATORS
+            else []
+        ),
+        kde="results/calibration/npe/kde.npz" if "npe" in GAMMA_ESTIMATORS else [],
+        images=expand("results/observations/processed/{lens}/image.npy", lens=LENSES),
+        masks=expand("results/observations/processed/{lens}/mask.npy", lens=LENSES),
+        metadata=expand(
+            "results/observations/processed/{lens}/metadata.json", lens=LENSES
+        ),
+    output:
+        summary="results/inference/npe/summary.json",
+        curves="results/inference/npe/curves.csv",
+        samples="results/inference/npe/samples.npz",
+    log:
+        "logs/infer/npe.log",
+    conda:
+        "../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        inference=canonical(config["inference"]),
+        n_samples=config.get("flow", {}).get("n_samples", 1000),
+        lenses=LENSES,
+        seed=config["seed"],
+        gamma_prior=GAMMA_PRIOR,
+    script:
+        "../workflow/scripts/infer_flow.py"
 
 
 rule infer_cdm:

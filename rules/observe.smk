@@ -8,7 +8,7 @@ localrules:
 
 rule observe_mock:
     input:
-        cosmos_prepared,
+        COSMOS_PREPARED,
     output:
         frames=expand("results/observations/raw/{lens}/science.fits", lens=LENSES),
         truths=expand("results/observations/raw/{lens}/truth.json", lens=LENSES),

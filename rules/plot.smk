@@ -1,17 +1,19 @@
 # Stage 8: figures, each a function of saved results; all tagged for `snakemake --report`.
+# Per-estimator figures live under results/plots/{est}/ (est = nre | npe), shared ones under results/plots/.
 
 
 rule plot_training:
     input:
-        history=f"results/models/{ESTIMATOR}/history.csv",
+        history="results/models/{est}/history.csv",
     output:
         report(
-            "results/plots/training.png",
+            "results/plots/{est}/training.png",
             caption="../report/training.rst",
             category="Training",
+            subcategory="{est}",
         ),
     log:
-        "logs/plot/training.log",
+        "logs/plot/{est}/training.log",
     conda:
         "../envs/plot.yaml"
     threads: 1
@@ -69,21 +71,22 @@ rule plot_observations:
 
 rule plot_gamma_curves:
     input:
-        summary=f"results/inference/{ESTIMATOR}/summary.json",
-        curves=f"results/inference/{ESTIMATOR}/curves.csv",
-        cdm=expand(
+        summary="results/inference/{est}/summary.json",
+        curves="results/inference/{est}/curves.csv",
+        cdm=lambda w: expand(
             "results/inference/{est}/cdm_{dataset}.json",
-            est=ESTIMATOR,
+            est=w.est,
             dataset=config["inference"]["cdm_datasets"],
         ),
     output:
         report(
-            "results/plots/gamma_curves.png",
+            "results/plots/{est}/gamma_curves.png",
             caption="../report/gamma_curves.rst",
             category="Inference",
+            subcategory="{est}",
         ),
     log:
-        "logs/plot/gamma_curves.log",
+        "logs/plot/{est}/gamma_curves.log",
     conda:
         "../envs/plot.yaml"
     threads: 1
@@ -95,16 +98,88 @@ rule plot_gamma_curves:
 
 rule plot_coverage:
     input:
-        coverage=f"results/calibration/{ESTIMATOR}/coverage.csv",
-        thresholds=f"results/calibration/{ESTIMATOR}/thresholds.json",
+        coverage="results/calibration/{est}/coverage.csv",
+        thresholds="results/calibration/{est}/thresholds.json",
     output:
         report(
-            "results/plots/coverage.png",
+            "results/plots/{est}/coverage.png",
             caption="../report/coverage.rst",
             category="Calibration",
+            subcategory="{est}",
         ),
     log:
-        "logs/plot/coverage.log",
+        "logs/plot/{est}/coverage.log",
+    conda:
+        "../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    script:
+        "../workflow/scripts/plot.py"
+
+
+rule plot_estimator_comparison:
+    input:
+        nre="results/inference/nre/curves.csv",
+        npe="results/inference/npe/curves.csv",
+    output:
+        report(
+            "results/plots/estimator_comparison.png",
+            caption="../report/estimator_comparison.rst",
+            category="Inference",
+        ),
+    log:
+        "logs/plot/estimator_comparison.log",
+    conda:
+        "../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    script:
+        "../workflow/scripts/plot.py"
+
+
+# NPE diagnostics on held-out simulations drawn from the prior (flow.diagnostics_dataset).
+
+
+rule plot_npe_samples:
+    input:
+        samples=f"results/posterior/npe/{DIAGNOSTICS_DATASET}.npz",
+        diagnostics=f"results/diagnostics/npe/{DIAGNOSTICS_DATASET}.json",
+    output:
+        report(
+            "results/plots/npe/{figure}.png",
+            caption="../report/npe_diagnostics.rst",
+            category="NPE diagnostics",
+            labels={"figure": "{figure}"},
+        ),
+    log:
+        "logs/plot/npe/{figure}.log",
+    wildcard_constraints:
+        figure="|".join(NPE_DIAGNOSTIC_PLOTS),
+    conda:
+        "../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        n_corner=config["plot"]["n_corner"],
+    script:
+        "../workflow/scripts/plot.py"
+
+
+rule plot_derived:
+    input:
+        derived="results/derived/npe/derived.json",
+    output:
+        report(
+            "results/plots/npe/derived.png",
+            caption="../report/derived.rst",
+            category="Inference",
+            subcategory="npe",
+        ),
+    log:
+        "logs/plot/npe/derived.log",
     conda:
         "../envs/plot.yaml"
     threads: 1

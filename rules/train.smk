@@ -31,4 +31,40 @@ rule train_nre:
         seed=config["seed"],
         checkpoint_dir="results/models/nre/checkpoints",
     script:
-        "../workflow/scripts/train_nre.py"
+        "../workflow/scripts/train.py"
+
+
+# The normalizing-flow posterior (NPE): same data, masks and whitening as the NRE (a GPU rule as well).
+
+
+rule train_flow:
+    input:
+        train=multiext(
+            f"results/data/{config['train']['dataset']}/",
+            "manifest.json",
+            "stats.json",
+        ),
+        train_masks=merged(config["train"]["dataset"])["masks"],
+        val=f"results/data/{config['train']['val_dataset']}/manifest.json",
+        val_masks=merged(config["train"]["val_dataset"])["masks"],
+    output:
+        model="results/models/npe/model.pt",
+        history="results/models/npe/history.csv",
+    log:
+        "logs/train/npe.log",
+    benchmark:
+        "logs/train/npe.benchmark.tsv"
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=1440,
+    params:
+        flow=canonical(config.get("flow", {})),
+        train=canonical(config["train"]),
+        seed=config["seed"],
+        checkpoint_dir="results/models/npe/checkpoints",
+    script:
+        "../workflow/scripts/train.py"

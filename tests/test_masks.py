@@ -36,3 +36,10 @@ def test_radius_and_offset():
     assert cols.mean() == pytest.approx(49.5 + 5, abs=0.05)
     assert rows.mean() == pytest.approx(49.5 - 3, abs=0.05)
     assert m.sum() == pytest.approx(np.pi * (1.5 * 0.9 / 0.04) ** 2, rel=0.01)
+
+
+def test_no_mask_keeps_every_pixel():
+    """mask.radius_theta_E: null → all pixels kept (macro-model NPE must not see truth-drawn masks)."""
+    m = masks_for_table(np.array([1.0, 1.2]), np.array([0.1, -0.1]), np.array([0.0, 0.05]), num_pix=20,
+                        pixel_scale=0.1, radius_theta_e=None)
+    assert m.shape == (2, 20, 20) and m.all()

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "tests" / "cluster" / "run_slurm_integration.sh"
 # the script bounds its snakemake run (LENSINFER_SLURM_RUN_TIMEOUT, default 600 s) and every
 # daemon wait; this is the outer bound including cluster start/stop and the checks
-TIMEOUT_S = int(os.environ.get("LENSINFER_SLURM_RUN_TIMEOUT", "600")) + 300
+TIMEOUT_S = int(os.environ.get("LENSINFER_SLURM_RUN_TIMEOUT", "1200")) + 300
 
 pytestmark = [
     pytest.mark.slurm,

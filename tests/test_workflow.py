@@ -53,8 +53,21 @@ def test_whole_dag_produces_every_output(workdir):
                 "results/calibration/nre/coverage.csv", "results/calibration/nre/kde.npz",
                 "results/inference/nre/summary.json", "results/inference/nre/curves.csv",
                 "results/inference/nre/cdm_test_nfw.json", "results/data/train/stats.json",
-                *[f"results/plots/{n}.png" for n in ("training", "examples", "observations", "gamma_curves", "coverage")]]:
+                "results/plots/examples.png", "results/plots/observations.png",
+                *[f"results/plots/{est}/{n}.png" for est in ("nre", "npe") for n in ("training", "gamma_curves", "coverage")],
+                # estimator: both — the flow posterior (γ and e1) with its own calibration, diagnostics and figures
+                "results/models/npe/model.pt", "results/calibration/npe/thresholds.json",
+                "results/inference/npe/summary.json", "results/inference/npe/samples.npz",
+                "results/inference/npe/cdm_test_nfw.json", "results/diagnostics/npe/val.json",
+                *[f"results/plots/npe/{n}.png" for n in ("truth_vs_prediction", "residuals", "tarp", "sbc", "corner")],
+                "results/plots/estimator_comparison.png"]:
         assert (workdir / rel).exists(), rel
+    npe_summary = json.loads((workdir / "results/inference/npe/summary.json").read_text())
+    assert npe_summary["n_lenses"] == 3 and all(
+        set(p) == {"gamma_pop", "lens_e1"} for p in npe_summary["per_lens_parameters"].values())
+    assert 1.1 <= npe_summary["combined"]["mle"] <= 2.9
+    diagnostics = json.loads((workdir / "results/diagnostics/npe/val.json").read_text())
+    assert diagnostics["columns"] == ["gamma_pop", "lens_e1"] and 0 <= diagnostics["tarp"]["max_dev"] <= 1
     summary = json.loads((workdir / "results/inference/nre/summary.json").read_text())
     assert summary["n_lenses"] == 3 and len(summary["per_lens"]) == 3
     assert 1.1 <= summary["combined"]["mle"] <= 2.9
@@ -80,14 +93,24 @@ def _variant(workdir: Path, name: str, edit) -> Path:
     return path
 
 
-DOWNSTREAM_OF_TRAIN = {"train_nre", "curves", "calibrate", "infer", "infer_cdm", "plot_training", "plot_coverage",
-                       "plot_gamma_curves", "all"}
+# estimator: both — the train section drives both estimators
+DOWNSTREAM_OF_TRAIN = {"train_nre", "train_flow", "curves", "calibrate", "infer", "infer_flow", "infer_cdm",
+                       "posterior_samples", "diagnose", "plot_training", "plot_coverage", "plot_gamma_curves",
+                       "plot_npe_samples", "plot_estimator_comparison", "all"}
 
 
 def test_training_change_reruns_only_training_and_downstream(workdir):
     cfg = _variant(workdir, "lr", lambda c: c["train"].update(lr=0.002))
     planned = planned_rules(snakemake(workdir, "-n", configfile=cfg))
     assert planned == DOWNSTREAM_OF_TRAIN
+
+
+def test_flow_change_reruns_only_the_npe_branch(workdir):
+    cfg = _variant(workdir, "flow", lambda c: c["flow"].update(transforms=3))
+    planned = planned_rules(snakemake(workdir, "-n", configfile=cfg))
+    assert planned == {"train_flow", "curves", "calibrate", "infer_flow", "infer_cdm", "posterior_samples", "diagnose",
+                       "plot_training", "plot_coverage", "plot_gamma_curves", "plot_npe_samples",
+                       "plot_estimator_comparison", "all"}
 
 
 def test_prior_change_reruns_simulation(workdir):
@@ -99,7 +122,8 @@ def test_prior_change_reruns_simulation(workdir):
 def test_calibration_change_reruns_only_calibration_and_downstream(workdir):
     cfg = _variant(workdir, "cal", lambda c: c["calibrate"].update(n_nominal=25))
     planned = planned_rules(snakemake(workdir, "-n", configfile=cfg))
-    assert planned == {"calibrate", "infer", "infer_cdm", "plot_coverage", "plot_gamma_curves", "all"}
+    assert planned == {"calibrate", "infer", "infer_flow", "infer_cdm", "plot_coverage", "plot_gamma_curves",
+                       "plot_estimator_comparison", "all"}
 
 
 def test_cosmos_sources_add_the_cache_stage(workdir):

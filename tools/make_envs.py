@@ -25,14 +25,14 @@ FAMILIES: dict[str, tuple[str, list[str]]] = {
     "simulate": ("Simulation, merge, mask, COSMOS and mock-observation rules",
                  ["numpy", "scipy", "astropy", "lenstronomy", "paltas", "colossus", "numba", "zarr", "tqdm", "pyyaml",
                   "requests", "matplotlib", "scikit-learn", "torch"]),
-    "train": ("Training, curves, calibration and inference rules (GPU rules)",
-              ["numpy", "scipy", "astropy", "lenstronomy", "zarr", "torch", "scikit-learn", "pyyaml", "tqdm",
-               "matplotlib"]),
+    "train": ("Training, curves, calibration, NPE diagnostics and inference rules (GPU rules)",
+              ["numpy", "scipy", "astropy", "lenstronomy", "zarr", "torch", "zuko", "tarp", "scikit-learn", "pyyaml",
+               "tqdm", "matplotlib"]),
     "observe": ("Observation rules: mock frames, MAST download (astroquery) and preprocessing (reproject)",
                 ["numpy", "scipy", "astropy", "astroquery", "reproject", "requests", "matplotlib", "lenstronomy",
                  "paltas", "colossus", "numba", "zarr", "torch", "pyyaml", "tqdm", "scikit-learn"]),
-    "plot": ("Figure rules", ["numpy", "matplotlib", "zarr", "torch", "astropy", "pyyaml", "scipy", "lenstronomy",
-                              "scikit-learn", "tqdm"]),
+    "plot": ("Figure rules", ["numpy", "matplotlib", "corner", "tarp", "zarr", "torch", "zuko", "astropy", "pyyaml",
+                              "scipy", "lenstronomy", "scikit-learn", "tqdm"]),
 }
 
 #: never pinned into the pip section: build tools, the workflow engine, and torch, which comes from conda-forge

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import resource
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -15,7 +17,9 @@ __all__ = ["logged"]
 def logged(log_path: str | Path | None) -> Iterator[logging.Logger]:
     """Send stdout, stderr (progress bars, warnings) and ``logging`` of the block to ``log_path``.
 
-    Exceptions are logged with their traceback and re-raised, so the rule fails and its log says why.
+    Exceptions are logged with their traceback and re-raised, so the rule fails and its log says why. The last line
+    gives the block's wall time and the process's peak resident memory (what a ``benchmark:`` file would record;
+    rules with thousands of jobs, such as ``simulate_shard``, rely on it to keep the DAG cheap).
     """
     if log_path is None:
         yield logging.getLogger("lensinfer")
@@ -28,6 +32,7 @@ def logged(log_path: str | Path | None) -> Iterator[logging.Logger]:
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         logger = logging.getLogger("lensinfer")
+        start = time.perf_counter()
         with contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
             try:
                 yield logger
@@ -35,5 +40,7 @@ def logged(log_path: str | Path | None) -> Iterator[logging.Logger]:
                 logger.exception("failed")
                 raise
             finally:
+                peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+                logger.info("wall time %.2f s, peak RSS %.0f MB", time.perf_counter() - start, peak_mb)
                 root.removeHandler(handler)
                 sys.stderr.flush()

@@ -17,14 +17,14 @@
 # Usage: tests/cluster/run_slurm_integration.sh [extra snakemake options]
 #
 # Needs root and Debian (apt-get) the first time. Every wait is bounded; the snakemake run by
-# LENSINFER_SLURM_RUN_TIMEOUT (default 600 s). A job that SLURM can never schedule (e.g. a memory
+# LENSINFER_SLURM_RUN_TIMEOUT (default 1200 s). A job that SLURM can never schedule (e.g. a memory
 # request above the node's) is detected within seconds and fails the test instead of hanging.
 #
 # Environment (all optional):
 #   SNAKEMAKE                     snakemake executable (default: .venv/bin/snakemake, else PATH)
 #   LENSINFER_SLURM_REPO          workflow checkout to test (default: this repository)
 #   LENSINFER_SLURM_CONFIGFILE    workflow config (default config/test.yaml)
-#   LENSINFER_SLURM_RUN_TIMEOUT   seconds for the snakemake run (default 600)
+#   LENSINFER_SLURM_RUN_TIMEOUT   seconds for the snakemake run (default 1200)
 #   LENSINFER_SLURM_KEEP_RUNNING  1: leave the cluster running afterwards
 #   LENSINFER_SLURM_KEEP_WORKDIR  1: keep the temp copy (printed) for inspection
 set -euo pipefail
@@ -34,7 +34,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 REPO=$(cd "${LENSINFER_SLURM_REPO:-$HERE}" && pwd)
 CLUSTER=(bash "$HERE/tools/slurm_cluster.sh")
 CONFIGFILE=${LENSINFER_SLURM_CONFIGFILE:-config/test.yaml}
-RUN_TIMEOUT=${LENSINFER_SLURM_RUN_TIMEOUT:-600}
+RUN_TIMEOUT=${LENSINFER_SLURM_RUN_TIMEOUT:-1200}
 PROFILE_REL=profiles/slurm
 GPU_RULE=train_nre
 T0=$SECONDS

@@ -3,6 +3,10 @@
 The simulation mask keeps a circle of radius ``radius_theta_E × θE`` around the *true* lens centre. Pixel centres
 follow lenstronomy: coordinate 0 lies at pixel index (N−1)/2, x grows with the column and y with the row. The
 reference code put the centre at N/2 + 0.5, one pixel (+Δ in x and y) off (spec §2, bug 5).
+
+``radius_theta_E: null`` keeps every pixel. A mask drawn from the *true* θE and centre tells the network those
+values, which is harmless for the subhalo slope γ (the reference's use) but leaks the answer when a posterior
+estimator infers the macro model (θE, centre) itself: such configs (e.g. ``config/survey.yaml``) use no mask.
 """
 
 from __future__ import annotations
@@ -25,9 +29,12 @@ def circular_mask(num_pix: int, center_col: float, center_row: float, radius_px:
 
 def masks_for_table(
     theta_e: np.ndarray, center_x: np.ndarray, center_y: np.ndarray, *, num_pix: int, pixel_scale: float,
-    radius_theta_e: float,
+    radius_theta_e: float | None,
 ) -> np.ndarray:
-    """Masks (n, num_pix, num_pix) of circles of radius ``radius_theta_e·θE`` around the true lens centres."""
+    """Masks (n, num_pix, num_pix) of circles of radius ``radius_theta_e·θE`` around the true lens centres
+    (``radius_theta_e=None``: every pixel kept)."""
+    if radius_theta_e is None:
+        return np.ones((np.asarray(theta_e).shape[0], num_pix, num_pix), dtype=bool)
     idx = np.arange(num_pix, dtype=float)
     col = pixel_index_of(center_x, num_pix, pixel_scale)[:, None, None]
     row = pixel_index_of(center_y, num_pix, pixel_scale)[:, None, None]

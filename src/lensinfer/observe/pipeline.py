@@ -20,8 +20,13 @@ __all__ = ["lens_spec_for", "preprocess_observation"]
 
 
 def lens_spec_for(lens_name: str, frame: str | Path, observations: Mapping[str, Any], instrument: Mapping[str, Any],
-                  radius_theta_e: float) -> LensSpec:
-    """The :class:`LensSpec` of a lens under the configured observation source."""
+                  radius_theta_e: float | None) -> LensSpec:
+    """The :class:`LensSpec` of a lens under the configured observation source (``radius_theta_e=None``: a mask
+    that keeps the whole grid, as the simulations' ``mask.radius_theta_E: null``)."""
+    if radius_theta_e is None:
+        whole_grid = float(instrument["num_pix"]) * float(instrument["pixel_scale"])  # > half-diagonal: all pixels
+        spec = lens_spec_for(lens_name, frame, observations, instrument, 1.0)
+        return dataclasses.replace(spec, mask_radius_arcsec=whole_grid, mask_center_offset_arcsec=(0.0, 0.0))
     if observations["source"] == "mock":
         truth = json.loads((Path(frame).parent / "truth.json").read_text())
         theta_e = float(truth["params"]["lens_theta_E"])
@@ -33,7 +38,7 @@ def lens_spec_for(lens_name: str, frame: str | Path, observations: Mapping[str, 
 
 
 def preprocess_observation(*, lens_name: str, frame: str | Path, observations: Mapping[str, Any],
-                           instrument: Mapping[str, Any], radius_theta_e: float, outdir: str | Path) -> dict[str, Any]:
+                           instrument: Mapping[str, Any], radius_theta_e: float | None, outdir: str | Path) -> dict[str, Any]:
     """Preprocess ``frame`` onto the simulator grid and write image/mask/metadata/diagnostic into ``outdir``.
 
     With ``instrument.bands`` the frame holds one ``SCI`` extension per band (``FILTER`` = band name, as the mock

@@ -1,0 +1,70 @@
+# Stage 6b (NPE): posterior samples of held-out simulations, their coverage diagnostics (TARP, SBC, R², bias…),
+# and derived quantities (image positions, time delays) of the observed lenses when the config has a point source.
+
+
+rule posterior_samples:
+    input:
+        model="results/models/npe/model.pt",
+        manifest="results/data/{dataset}/manifest.json",
+        masks="results/data/{dataset}/masks.zarr",
+    output:
+        "results/posterior/npe/{dataset}.npz",
+    log:
+        "logs/posterior/npe/{dataset}.log",
+    conda:
+        "../envs/train.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    params:
+        n_samples=config.get("flow", {}).get("n_samples", 1000),
+        seed=config["seed"],
+    script:
+        "../workflow/scripts/posterior_samples.py"
+
+
+rule diagnose:
+    input:
+        "results/posterior/npe/{dataset}.npz",
+    output:
+        "results/diagnostics/npe/{dataset}.json",
+    log:
+        "logs/diagnostics/npe/{dataset}.log",
+    conda:
+        "../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        seed=config["seed"],
+    script:
+        "../workflow/scripts/diagnose.py"
+
+
+rule derive:
+    input:
+        samples="results/inference/npe/samples.npz",
+        truths=(
+            expand("results/observations/raw/{lens}/truth.json", lens=LENSES)
+            if config["observations"]["source"] == "mock"
+            else []
+        ),
+    output:
+        "results/derived/npe/derived.json",
+    log:
+        "logs/derived/npe.log",
+    conda:
+        "../envs/train.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        cosmology=config["cosmology"],
+        derived=canonical(config.get("derived", {})),
+        seed=config["seed"],
+    script:
+        "../workflow/scripts/derive.py"
