@@ -82,6 +82,17 @@ def test_corner_png_and_pdf(files):
         _ok(out)
 
 
+def test_corner_of_a_single_parameter(tmp_path):
+    """γ-only posteriors (the demo's NPE) give one-panel corner plots with the truth marked."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "post1.npz"
+    np.savez(path, samples=rng.normal(2.0, 0.1, (3, 200, 1)), truths=np.array([[2.0], [1.9], [2.1]]),
+             columns=np.array(["gamma_pop"]))
+    out = tmp_path / "corner1.png"
+    plots.plot_corner(path, [0, 1], out)
+    _ok(out)
+
+
 def test_estimator_comparison_and_derived(files):
     out = files["dir"] / "compare.png"
     plots.plot_estimator_comparison(files["nre"], files["npe"], out)

@@ -405,9 +405,13 @@ def plot_corner(samples_npz: str | Path, indices: Sequence[int], out: str | Path
                 lo, hi = rng_[j]
                 pad = 0.05 * (hi - lo)
                 rng_[j] = (min(lo, tv - pad), max(hi, tv + pad))
-        corner.corner(s, fig=target, labels=labels, range=rng_, truths=np.where(np.isfinite(truth), truth, None),
+        one_d = s.shape[1] == 1  # corner 2.3.0 cannot overplot truths on a single panel: drawn here instead
+        corner.corner(s, fig=target, labels=labels, range=rng_,
+                      truths=None if one_d else np.where(np.isfinite(truth), truth, None),
                       truth_color="C3", plot_datapoints=False, smooth=1.0, max_n_ticks=3, quantiles=[0.16, 0.5, 0.84],
                       label_kwargs={"fontsize": 9}, labelpad=0.15)
+        if one_d and np.isfinite(truth[0]):
+            target.axes[0].axvline(truth[0], color="C3")
         for ax in target.axes:
             ax.tick_params(labelsize=6)
         target.suptitle(f"{post.names[i]}  (truth in red)", fontsize=10)
