@@ -16,6 +16,9 @@ The MAST code imports astroquery; it is loaded only when :mod:`~lensinfer.observ
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from .errors import (
     CorruptFitsError,
     DownloadError,
@@ -25,10 +28,23 @@ from .errors import (
     NoProductsError,
     ObserveError,
 )
-from .fitsio import tan_wcs, verify_fits, write_hst_like_fits
 from .lenses import SLACS_REFERENCE_LENSES, LensSpec, lens_specs_from_config, parse_sdss_name, reference_lens
-from .photometry import ab_zero_point, zero_point_scale
-from .preprocess import PreprocessResult, apply_circular_mask, circular_mask, preprocess_fits, write_preprocessed
+
+#: names imported on first use (PEP 562): astropy/scipy/reproject load only when FITS work needs them, so that the
+#: workflow's config step (which only needs the lens table) stays fast for the DAG of thousands of jobs
+_LAZY = {
+    "tan_wcs": "fitsio", "verify_fits": "fitsio", "write_hst_like_fits": "fitsio",
+    "ab_zero_point": "photometry", "zero_point_scale": "photometry",
+    "PreprocessResult": "preprocess", "apply_circular_mask": "preprocess", "circular_mask": "preprocess",
+    "preprocess_fits": "preprocess", "write_preprocessed": "preprocess",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CorruptFitsError",
