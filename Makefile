@@ -28,7 +28,7 @@ report: $(STAMP)
 	$(BIN)/snakemake --report results/report.html
 
 dag: $(STAMP)
-	$(BIN)/snakemake --rulegraph | dot -Tsvg > docs/rulegraph.svg
+	$(BIN)/snakemake --rulegraph | dot -Tpng > docs/rulegraph.png
 
 clean:
 	rm -rf results logs .snakemake

@@ -219,6 +219,8 @@ def main() -> None:
     ap.add_argument("--timing-lenses", type=int, default=250, help="lenses timed (scaled to 2500); 2500 = no scaling")
     ap.add_argument("--pixel-scale", type=float, default=0.04, help="arcsec/pixel (demo grid: 0.08 with --num-pix 50)")
     ap.add_argument("--num-pix", type=int, default=100)
+    ap.add_argument("--flow", choices=["nsf", "maf"], default="nsf",
+                    help="flow type: nsf = neural spline (default), maf = affine autoregressive (faster sampling)")
     ap.add_argument("--no-shear", action="store_true",
                     help="no external shear (as in the seeds' simulations); the flow then has 6 targets")
     ap.add_argument("--procs", type=int, default=2, help="simulation processes")
@@ -246,6 +248,7 @@ def main() -> None:
         t_start = time.perf_counter()
         cfg = bench_config(args.n_train, args.n_val, args.n_test, shard_size, args.max_epochs, args.pixel_scale,
                            args.num_pix)
+        cfg["flow"]["type"] = args.flow
         if args.no_shear:
             cfg["lens"]["shear"] = None
             cfg["flow"]["targets"] = [t for t in TARGETS if not t.startswith("shear_")]
@@ -293,7 +296,7 @@ def main() -> None:
             "best_val_nll": round(summary["best_val_loss"], 4), "epochs": summary["epochs"],
             "best_epoch": summary["best_epoch"], "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
             "test_samples": args.test_samples, "pixel_scale": cfg["instrument"]["pixel_scale"],
-            "num_pix": cfg["instrument"]["num_pix"], "external_shear": not args.no_shear, "metrics_from": source,
+            "num_pix": cfg["instrument"]["num_pix"], "external_shear": not args.no_shear, "flow": args.flow, "metrics_from": source,
             "simulate_s": round(t_sim), "train_s": round(t_train), "test_sampling_s": round(t_post, 1),
             "total_s": round(time.perf_counter() - t_start),
         })

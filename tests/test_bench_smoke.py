@@ -38,3 +38,9 @@ def test_bench_science_quick():
     for key in ("val_bce", "coverage68_n1", "coverage95_n1", "coverage68_n13", "coverage95_n13", "bias_n13"):
         assert math.isfinite(out[key]), key
     assert 0 <= out["coverage68_n1"] <= out["coverage95_n1"] <= 1
+
+
+def test_bench_npe_sampling_quick():
+    out = _run("npe_sampling.py")
+    assert {"seconds_nsf_128x2_8bins", "seconds_maf_128x2"} <= set(out) and all(
+        out[k] > 0 for k in out if k.startswith("seconds_"))
