@@ -233,10 +233,9 @@ def _finite_truth_lenses(post: Any) -> np.ndarray:
     return np.all(np.isfinite(post.truths), axis=1)
 
 
-def plot_truth_vs_prediction(samples_npz: str | Path, out: str | Path, *, columns: Sequence[str] | None = None,
-                             max_points: int = 1000, seed: int = 0) -> None:
-    """Posterior median ± 1σ (16–84 %) against the truth, one panel per parameter, with the 1:1 line and R²
-    (of all lenses; at most ``max_points`` random lenses are drawn)."""
+def _posterior_metrics(samples_npz: str | Path, columns: Sequence[str] | None
+                       ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray, dict[str, Any]]:
+    """(samples, truths, columns, 16/50/84 % quantiles, regression metrics) of the lenses with finite truths."""
     from .diagnostics import posterior_quantiles, regression_metrics
 
     post, idx = _posterior_file(samples_npz, columns)
@@ -244,7 +243,14 @@ def plot_truth_vs_prediction(samples_npz: str | Path, out: str | Path, *, column
     samples, truths = post.samples[ok][:, :, idx], post.truths[ok][:, idx]
     cols = [post.columns[j] for j in idx]
     q = posterior_quantiles(samples)
-    metrics = regression_metrics(samples, truths, cols, quantiles=q)
+    return samples, truths, cols, q, regression_metrics(samples, truths, cols, quantiles=q)
+
+
+def plot_truth_vs_prediction(samples_npz: str | Path, out: str | Path, *, columns: Sequence[str] | None = None,
+                             max_points: int = 1000, seed: int = 0) -> None:
+    """Posterior median ± 1σ (16–84 %) against the truth, one panel per parameter, with the 1:1 line and R²
+    (of all lenses; at most ``max_points`` random lenses are drawn)."""
+    samples, truths, cols, q, metrics = _posterior_metrics(samples_npz, columns)
     n = truths.shape[0]
     show = np.sort(np.random.default_rng(seed).choice(n, size=min(n, max_points), replace=False))
     fig, axes = _panel_grid(len(cols))
@@ -265,14 +271,7 @@ def plot_residuals(samples_npz: str | Path, out: str | Path, *, columns: Sequenc
                    n_bins: int = 10, max_points: int = 2000, seed: int = 0) -> None:
     """Residual (posterior median − truth) against the truth per parameter, with the running median and
     16–84 % band of the residuals in ``n_bins`` truth bins, and the bias and 1σ scatter in the title."""
-    from .diagnostics import posterior_quantiles, regression_metrics
-
-    post, idx = _posterior_file(samples_npz, columns)
-    ok = _finite_truth_lenses(post)
-    samples, truths = post.samples[ok][:, :, idx], post.truths[ok][:, idx]
-    cols = [post.columns[j] for j in idx]
-    q = posterior_quantiles(samples)
-    metrics = regression_metrics(samples, truths, cols, quantiles=q)
+    samples, truths, cols, q, metrics = _posterior_metrics(samples_npz, columns)
     resid = q[1] - truths
     n = truths.shape[0]
     show = np.random.default_rng(seed).choice(n, size=min(n, max_points), replace=False)
