@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lensinfer.simulate.instrument import add_noise, gaussian_psf_kernel, pixel_psf_kernel
-from lensinfer.simulate.lenstronomy_backend import mean_convergence_boundary
+from lensinfer.lensing.sheet import mean_convergence_from_deflections
 from lensinfer.simulate.priors import PriorError, check_prior, draw
 from lensinfer.simulate.scene import place_on_bright_pixels
 
@@ -19,7 +19,7 @@ def test_boundary_mean_convergence_matches_a_fine_map():
     f = (np.arange(800) - 399.5) * (4.0 / 800)
     x, y = np.meshgrid(f, f)
     fine = lm.kappa(x.ravel(), y.ravel(), kw).mean()
-    got = mean_convergence_boundary(lambda a, b: lm.alpha(a, b, kw), 2.0)
+    got = mean_convergence_from_deflections([lambda a, b: lm.alpha(a, b, kw)], [(0.0, 0.0)], 2.0, 128)
     assert got == pytest.approx(fine, rel=2e-3)
     # the pixel-centre mean of the reference is ill-defined when a steep subhalo sits on a pixel centre
     c = (np.arange(100) - 49.5) * 0.04

@@ -7,7 +7,7 @@ Pixel grid from ``lenstronomy.Util.simulation_util.data_configure_simple`` (x in
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -15,21 +15,7 @@ from ..lensing.sheet import mean_convergence_from_deflections
 from .instrument import Instrument
 from .scene import MacroDraw, Scene
 
-__all__ = ["LenstronomyRenderer", "mean_convergence_boundary"]
-
-AlphaFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-def mean_convergence_boundary(alpha: AlphaFn, half_width: float, n_per_side: int = 128) -> float:
-    """Mean convergence over the square field [−h, h]² of a (summed) deflection field, by Gauss's theorem.
-
-    ∇·α = 2κ, so ⟨κ⟩ = (1 / 2A) ∮ α·n dl with A = (2h)²; the quadrature is the one of
-    :func:`lensinfer.lensing.sheet.mean_convergence_from_deflections` with its nodes adapted to the field centre.
-    The renderer itself integrates each component on nodes adapted to that component's centre
-    (:meth:`LenstronomyRenderer.mean_convergence`), which is what the torch backend does too.
-    """
-    return mean_convergence_from_deflections([alpha], [(0.0, 0.0)], half_width, n_per_side)
-
+__all__ = ["LenstronomyRenderer"]
 
 @functools.lru_cache(maxsize=32)
 def _single_model(name: str) -> Any:
@@ -37,6 +23,16 @@ def _single_model(name: str) -> Any:
     from lenstronomy.LensModel.lens_model import LensModel
 
     return LensModel([name])
+
+
+@functools.lru_cache(maxsize=16)
+def _image_data(num_pix: int, pixel_scale: float, exposure_time: float, sigma_bkg: float) -> Any:
+    """lenstronomy ``ImageData`` of a pixel grid (cached: ~10 ms to build, and a multi-band config with per-image
+    seeing builds a renderer per band and image; ``ImageModel`` only reads it)."""
+    from lenstronomy.Data.imaging_data import ImageData
+    from lenstronomy.Util.simulation_util import data_configure_simple
+
+    return ImageData(**data_configure_simple(num_pix, pixel_scale, exposure_time, sigma_bkg))
 
 
 def _centre(kwargs: dict[str, float]) -> tuple[float, float]:
@@ -49,14 +45,12 @@ class LenstronomyRenderer:
     """Render scenes on the instrument's grid with lenstronomy."""
 
     def __init__(self, instrument: Instrument, cosmology: str = "planck18") -> None:
-        from lenstronomy.Data.imaging_data import ImageData
         from lenstronomy.Data.psf import PSF
-        from lenstronomy.Util.simulation_util import data_configure_simple
 
         self.instrument = instrument
         self.cosmology = cosmology
-        kwargs_data = data_configure_simple(instrument.num_pix, instrument.pixel_scale, instrument.exposure_time, instrument.sigma_bkg)
-        self._data = ImageData(**kwargs_data)
+        self._data = _image_data(instrument.num_pix, instrument.pixel_scale, instrument.exposure_time,
+                                 instrument.sigma_bkg)
         self.psf_kernel = instrument.psf()
         self._psf = PSF(psf_type="PIXEL", kernel_point_source=self.psf_kernel, point_source_supersampling_factor=1)
         self._numerics = {"supersampling_factor": instrument.supersampling, "supersampling_convolution": False}
