@@ -156,3 +156,18 @@ def test_write_derived_json(tmp_path):
     assert np.asarray(blob["lenses"]["A"]["samples"]["dt_days"]).shape[1] == 4
     with pytest.raises(ValueError, match="z_lens"):
         Dv.derived_quantities(samples[0], EPL_COLS, z_source=0.6)
+
+
+def test_lens_redshifts_from_config_and_mock_truths(tmp_path):
+    """Configured (spectroscopic) redshifts win over mock truths; unknown configured lenses are an error."""
+    import json
+
+    from lensinfer.derived import lens_redshifts
+
+    for name, zl, zs in (("A", 0.2, 0.6), ("B", 0.3, 0.7), ("X", 0.1, 0.5)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"name": name, "params": {"z_lens": zl, "z_source": zs}}))
+    truths = sorted(tmp_path.glob("*.json"))
+    z_l, z_s = lens_redshifts(["A", "B"], configured={"B": [0.35, 0.9]}, truth_paths=truths)
+    assert z_l == {"A": 0.2, "B": 0.35} and z_s == {"A": 0.6, "B": 0.9}
+    with pytest.raises(ValueError, match="unknown lenses"):
+        lens_redshifts(["A"], configured={"Q": [0.1, 0.2]})

@@ -418,22 +418,18 @@ def lens_redshifts(names: Sequence[str], *, configured: Mapping[str, Sequence[fl
     """(z_lens, z_source) by lens name: ``derived.redshifts`` of the config first (spectroscopic redshifts of real
     lenses), then the ``truth.json`` of mock observations (their simulated redshifts play the part of measured
     ones). Lenses with neither are left out, so :func:`derived_quantities` falls back on the posterior columns."""
-    z_l: dict[str, float] = {}
-    z_s: dict[str, float] = {}
+    configured = dict(configured or {})
+    unknown = sorted(set(configured) - set(names))
+    if unknown:
+        raise ValueError(f"derived.redshifts: unknown lenses {unknown}; observed: {list(names)}")
+    z: dict[str, tuple[float, float]] = {}
     for path in truth_paths:
         truth = json.loads(Path(path).read_text())
         params = truth.get("params", {})
-        if "z_lens" in params and "z_source" in params:
-            z_l[truth["name"]], z_s[truth["name"]] = float(params["z_lens"]), float(params["z_source"])
-    for name, (zl, zs) in (configured or {}).items():
-        z_l[name], z_s[name] = float(zl), float(zs)
-    unknown = set(z_l) - set(names)
-    if configured and set(configured) - set(names):
-        raise ValueError(f"derived.redshifts: unknown lenses {sorted(set(configured) - set(names))}; "
-                         f"observed: {list(names)}")
-    for name in unknown:
-        z_l.pop(name), z_s.pop(name)
-    return z_l, z_s
+        if truth["name"] in names and "z_lens" in params and "z_source" in params:
+            z[truth["name"]] = (float(params["z_lens"]), float(params["z_source"]))
+    z.update({name: (float(zl), float(zs)) for name, (zl, zs) in configured.items()})
+    return {n: v[0] for n, v in z.items()}, {n: v[1] for n, v in z.items()}
 
 
 def derive_observations(samples_npz: str | Path, out_json: str | Path, *, derived_cfg: Mapping[str, Any],
