@@ -32,10 +32,10 @@ except ConfigError as err:
 # Estimators of this run (config `estimator`); γ-curve stages (curves, calibration, CDM tests, γ figures) run for the
 # NRE and for an NPE whose flow targets include the population slope gamma_pop.
 ESTIMATORS = ["nre", "npe"] if config["estimator"] == "both" else [config["estimator"]]
-FLOW_TARGETS = list(config.get("flow", {}).get("targets", ["gamma_pop"]))
+FLOW_TARGETS = list(config["flow"]["targets"])
 GAMMA_ESTIMATORS = [e for e in ESTIMATORS if e == "nre" or "gamma_pop" in FLOW_TARGETS]
 POINT_SOURCE = bool(config["lens"].get("point_source"))
-DIAGNOSTICS_DATASET = config.get("flow", {}).get(
+DIAGNOSTICS_DATASET = config["flow"].get(
     "diagnostics_dataset", config["train"]["val_dataset"]
 )
 DATASETS = sorted(config["datasets"])

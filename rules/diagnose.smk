@@ -19,7 +19,7 @@ rule posterior_samples:
         mem_mb=8000,
         runtime=120,
     params:
-        n_samples=config.get("flow", {}).get("n_samples", 1000),
+        n_samples=config["flow"]["n_samples"],
         seed=config["seed"],
     script:
         "../workflow/scripts/posterior_samples.py"
@@ -64,7 +64,7 @@ rule derive:
         runtime=60,
     params:
         cosmology=config["cosmology"],
-        derived=canonical(config.get("derived", {})),
+        derived=canonical(config["derived"]),
         seed=config["seed"],
     script:
         "../workflow/scripts/derive.py"

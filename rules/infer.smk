@@ -57,7 +57,7 @@ rule infer_flow:
         runtime=30,
     params:
         inference=canonical(config["inference"]),
-        n_samples=config.get("flow", {}).get("n_samples", 1000),
+        n_samples=config["flow"]["n_samples"],
         lenses=LENSES,
         seed=config["seed"],
         gamma_prior=GAMMA_PRIOR,

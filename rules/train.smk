@@ -62,7 +62,7 @@ rule train_flow:
         mem_mb=16000,
         runtime=1440,
     params:
-        flow=canonical(config.get("flow", {})),
+        flow=canonical(config["flow"]),
         train=canonical(config["train"]),
         seed=config["seed"],
         checkpoint_dir="results/models/npe/checkpoints",
