@@ -31,29 +31,55 @@ MOCK_DATASET = "observations-mock"
 
 def write_mock_observations(config: Mapping[str, Any], lenses: Sequence[LensSpec], out_dirs: Sequence[str | Path],
                             science_name: str = "science.fits", truth_name: str = "truth.json") -> list[dict[str, Any]]:
-    """Simulate one lens per entry of ``lenses`` and write ``science.fits`` + ``truth.json`` into its folder."""
+    """Simulate one lens per entry of ``lenses`` and write ``science.fits`` + ``truth.json`` into its folder.
+
+    Single band: an HST-like frame (:func:`lensinfer.observe.fitsio.write_hst_like_fits`); multi-band
+    (``instrument.bands``): one scene per lens rendered in every band, written by :func:`write_multiband_fits`.
+    """
     mock = config["observations"]["mock"]
     frame_cfg = dict(config["instrument"], num_pix=int(mock.get("frame_num_pix", 3 * config["instrument"]["num_pix"])))
-    if frame_cfg.get("bands"):
-        return _write_mock_bands(config, dict(config, instrument=frame_cfg), lenses, out_dirs, science_name, truth_name)
-    inst = Instrument(frame_cfg)
-    renderer = make_renderer(config, inst)
     los = line_of_sight(config)
     seeds = image_seeds(int(config["seed"]), MOCK_DATASET, 0, len(lenses))
     cosmos = source_catalog(config, "test")
+    pedestal = float(mock.get("sky_pedestal", 0.0))
+    common = dict(population=mock["population"], cosmos=cosmos, los=los)
+    extra: dict[str, Any] = {}
+    if frame_cfg.get("bands"):
+        from .bands import BandSet
+
+        frame_config = dict(config, instrument=frame_cfg)
+        bands = BandSet(frame_config)
+        extra["bands"] = list(bands.names)
+
+        def simulate(rng: np.random.Generator, i: int) -> tuple[np.ndarray, Any]:
+            return simulate_image_bands(rng, bands=bands, config=frame_config, global_index=i, **common)
+
+        def write(path: Path, image: np.ndarray, lens: LensSpec) -> None:
+            write_multiband_fits(path, image, bands=bands.names,
+                                 zero_points=[bands.instruments[b].zero_point for b in bands.names],
+                                 exptimes=[bands.instruments[b].exposure_time for b in bands.names],
+                                 pixel_scale_arcsec=float(frame_cfg["pixel_scale"]), ra=lens.ra_deg,
+                                 dec=lens.dec_deg, extra_header={"MOCK": True, "LENSNAME": lens.name})
+    else:
+        inst = Instrument(frame_cfg)
+        renderer = make_renderer(config, inst)
+
+        def simulate(rng: np.random.Generator, i: int) -> tuple[np.ndarray, Any]:
+            return simulate_image(rng, renderer=renderer, config=config, global_index=i, **common)
+
+        def write(path: Path, image: np.ndarray, lens: LensSpec) -> None:
+            write_hst_like_fits(path, image.astype(np.float32), pixel_scale_arcsec=inst.pixel_scale, ra=lens.ra_deg,
+                                dec=lens.dec_deg, exptime=inst.exposure_time, zero_point=inst.zero_point,
+                                extra_header={"MOCK": True, "LENSNAME": lens.name})
     truths = []
     for i, (lens, out) in enumerate(zip(lenses, out_dirs)):
-        image, scene = simulate_image(image_rng(seeds[i]), renderer=renderer, config=config,
-                                      population=mock["population"], global_index=i, cosmos=cosmos, los=los)
+        image, scene = simulate(image_rng(seeds[i]), i)
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        image = image + float(mock.get("sky_pedestal", 0.0))
         truth = {"name": lens.name, "ra": lens.ra_deg, "dec": lens.dec_deg, "image_seed": int(seeds[i]),
-                 "population": dict(mock["population"]), "sky_pedestal": float(mock.get("sky_pedestal", 0.0)),
+                 "population": dict(mock["population"]), "sky_pedestal": pedestal, **extra,
                  "params": {k: float(v) for k, v in scene.params.items()}, "n_subhalos": int(scene.subhalos.shape[0])}
-        write_hst_like_fits(out / science_name, image.astype(np.float32), pixel_scale_arcsec=inst.pixel_scale,
-                            ra=lens.ra_deg, dec=lens.dec_deg, exptime=inst.exposure_time, zero_point=inst.zero_point,
-                            extra_header={"MOCK": True, "LENSNAME": lens.name})
+        write(out / science_name, image + pedestal, lens)
         (out / truth_name).write_text(json.dumps(truth, indent=2) + "\n")
         truths.append(truth)
     return truths
@@ -102,35 +128,3 @@ def write_multiband_fits(path: str | Path, cube: np.ndarray, *, bands: Sequence[
     out = Path(path)
     hdul.writeto(out, overwrite=True)
     return out
-
-
-def _write_mock_bands(config: Mapping[str, Any], frame_config: Mapping[str, Any], lenses: Sequence[LensSpec],
-                      out_dirs: Sequence[str | Path], science_name: str, truth_name: str) -> list[dict[str, Any]]:
-    """Multi-band mock observations: one scene per lens rendered in every band, written by
-    :func:`write_multiband_fits`."""
-    from .bands import BandSet
-
-    mock = config["observations"]["mock"]
-    bands = BandSet(frame_config)
-    los = line_of_sight(config)
-    seeds = image_seeds(int(config["seed"]), MOCK_DATASET, 0, len(lenses))
-    cosmos = source_catalog(config, "test")
-    pedestal = float(mock.get("sky_pedestal", 0.0))
-    pixel_scale = float(frame_config["instrument"]["pixel_scale"])
-    truths = []
-    for i, (lens, out) in enumerate(zip(lenses, out_dirs)):
-        cube, scene = simulate_image_bands(image_rng(seeds[i]), bands=bands, config=frame_config,
-                                           population=mock["population"], global_index=i, cosmos=cosmos, los=los)
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        truth = {"name": lens.name, "ra": lens.ra_deg, "dec": lens.dec_deg, "image_seed": int(seeds[i]),
-                 "population": dict(mock["population"]), "sky_pedestal": pedestal, "bands": list(bands.names),
-                 "params": {k: float(v) for k, v in scene.params.items()}, "n_subhalos": int(scene.subhalos.shape[0])}
-        write_multiband_fits(out / science_name, cube + pedestal, bands=bands.names,
-                             zero_points=[bands.instruments[b].zero_point for b in bands.names],
-                             exptimes=[bands.instruments[b].exposure_time for b in bands.names],
-                             pixel_scale_arcsec=pixel_scale, ra=lens.ra_deg, dec=lens.dec_deg,
-                             extra_header={"MOCK": True, "LENSNAME": lens.name})
-        (out / truth_name).write_text(json.dumps(truth, indent=2) + "\n")
-        truths.append(truth)
-    return truths
