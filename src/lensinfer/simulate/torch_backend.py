@@ -141,6 +141,11 @@ class TorchRenderer:
         self.dtype = torch.float64
         self.psf_kernel = instrument.psf()
         self.half_width = instrument.num_pix * instrument.pixel_scale / 2.0
+        # fixed per renderer: the (supersampled) pixel grid and the normalised PSF on the working device/dtype
+        self._grid = pixel_grid(instrument.num_pix, instrument.pixel_scale, instrument.supersampling,
+                                dtype=self.dtype, device=self.device)
+        kernel = torch.as_tensor(self.psf_kernel, dtype=self.dtype, device=self.device)
+        self._kernel = kernel / kernel.sum()
 
     # --- protocol -------------------------------------------------------------------------------------------
     def smooth_image(self, macro: MacroDraw) -> np.ndarray:
@@ -220,7 +225,7 @@ class TorchRenderer:
             src_pix.append(src_interp)
             light_pix.append(ll_interp)
         light = scene_to_arrays(light_views, device=device, dtype=dtype)
-        x, y = pixel_grid(inst.num_pix, inst.pixel_scale, inst.supersampling, dtype=dtype, device=device)
+        x, y = (g.to(dtype) for g in self._grid)
         flux = surface_brightness(light.lens_light, x, y, batch)
         self._add_interpol(flux, light_pix, x.expand(batch, -1), y.expand(batch, -1))
         if light.source_light or any(src_pix):
@@ -238,8 +243,7 @@ class TorchRenderer:
             self._add_interpol(flux, src_pix, bx, by)
         n, s = inst.num_pix, inst.supersampling
         image = flux.view(batch, n, s, n, s).mean(dim=(2, 4))
-        kernel = torch.as_tensor(self.psf_kernel, dtype=dtype, device=device)
-        return convolve(image, kernel / kernel.sum()) * inst.pixel_scale**2
+        return convolve(image, self._kernel.to(dtype)) * inst.pixel_scale**2
 
     def _add_interpol(self, flux: Tensor, per_image: list[list[dict]], x: Tensor, y: Tensor) -> None:
         """Add the 'INTERPOL' components of each image, evaluated at its points x[b], y[b], to flux[b]."""
