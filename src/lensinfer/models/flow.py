@@ -15,11 +15,16 @@ spline flow / masked autoregressive flow, 4 transforms), the image is embedded b
 layer (alternating halves), so sampling costs 2 MLP evaluations per transform instead of P (``passes: 0`` = fully
 autoregressive, P passes). Densities (log_prob, training) cost one pass either way.
 
-Sampling speed: the zuko spline normalises its bin widths and heights with ``softmax`` over K ≈ 8 values, which is
-slow in PyTorch on CPU for such a short last axis; the pre-activations are bounded by |log slope|/2 (zuko's
-``x / (1 + |2x/log slope|)``), so :class:`FastRQSTransform` uses exp(x)/Σexp(x) without the max shift — the same
-function, ~2× faster sampling. The image is embedded once (:meth:`FlowPosterior.embed`) and the flow then
-evaluates or samples any number of θ per image from the features.
+Sampling speed (posterior samples of thousands of lenses): the image is embedded once (:meth:`FlowPosterior.embed`)
+and the flow then evaluates or samples any number of θ per image from the features. For coupling flows the sampler
+(:class:`_CouplingInverse`) builds the splines of each layer's context-only half once per image, runs the
+hyper-network only on the other half with the context's first-layer product precomputed, and — on CPU, for NSF —
+inverts the splines with one fused numba kernel over the raw hyper-network output
+(:func:`lensinfer.models.spline.rqs_inverse`) instead of zuko's ~40 tensor operations; the same numbers as zuko's
+inverse to float32 rounding. zuko's own spline is used for training and densities: its softmax over K ≈ 8 values
+is slow in PyTorch on CPU for such a short last axis, and since the pre-activations are bounded by |log slope|/2
+(zuko's ``x / (1 + |2x/log slope|)``), :class:`FastRQSTransform` uses exp(x)/Σexp(x) without the max shift — the
+same function, faster.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from zuko.flows.autoregressive import MaskedAutoregressiveTransform
 from zuko.transforms import MonotonicRQSTransform, Transform
 from zuko.utils import unpack
 
+from . import spline
 from .ratio import ResNetEmbedding
 
 __all__ = ["FastRQSTransform", "FlowPosterior", "build_flow_posterior", "flow_loss", "EMBEDDING_DEFAULTS",
@@ -83,32 +89,69 @@ def _rows(features: Tensor, total: int) -> Tensor:
     return (features[:, None] * total + torch.arange(total, device=features.device)).reshape(-1)
 
 
-def _coupling_inverse(t: MaskedAutoregressiveTransform, c: Tensor, y: Tensor) -> Tensor:
-    """Inverse of one zuko coupling transform (``passes`` ≤ 2) for y (S, B, P) and contexts c (B, C), exactly as
-    ``t(c).inv(y)`` but without its redundancy (see :meth:`FlowPosterior.sample_features`)."""
-    layers = list(t.hyper)
-    p = y.shape[-1]
-    first, last = layers[0], layers[-1]
-    w1 = first.mask * first.weight  # (H, P + C)
-    w_last, b_last = last.mask * last.weight, last.bias
-    base = F.linear(c, w1[:, p:], first.bias)  # (B, H): the context's share of the first layer, once per image
+def _fused_spline(t: MaskedAutoregressiveTransform, device: torch.device) -> dict[str, float] | None:
+    """Arguments of :func:`lensinfer.models.spline.rqs_inverse` when transform ``t`` is one of our NSF transforms
+    and the fused CPU kernel can run; None otherwise (zuko's tensor code is used)."""
+    u = t.univariate
+    if device.type != "cpu" or not spline.available() or not (isinstance(u, partial) and u.func is FastRQSTransform):
+        return None
+    return {"bins": int(t.shapes[0][0]), "bound": float(u.keywords.get("bound", 5.0)),
+            "slope": float(u.keywords.get("slope", 1e-3))}
 
-    def params(h: Tensor, feats: Tensor) -> Transform:
-        for layer in layers[1:-1]:
-            h = layer(h)
-        rows = _rows(feats, t.total)
-        phi = F.linear(h, w_last[rows], b_last[rows]).unflatten(-1, (len(feats), t.total))
-        return t.univariate(*unpack(phi, t.shapes))
 
-    first_feats = torch.nonzero(t.order == 0).squeeze(-1)
-    x = torch.empty_like(y)
-    # pass 1: the order-0 features depend on the context alone, so their spline is built once per image
-    x[..., first_feats] = params(base, first_feats).inv(y[..., first_feats])
-    second = torch.nonzero(t.order == 1).squeeze(-1)
-    if len(second):  # pass 2: the order-1 features depend on the context and the order-0 features
-        h = base + F.linear(x[..., first_feats], w1[:, first_feats])
-        x[..., second] = params(h, second).inv(y[..., second])
-    return x
+class _CouplingInverse:
+    """Inverse of one zuko coupling transform (``passes`` ≤ 2) for y (S, B, P) and contexts c (B, C), the same
+    numbers as ``t(c).inv(y)`` without its redundancy (see :meth:`FlowPosterior.sample_features`). The masked weights
+    are multiplied out once per sampling call, not once per chunk."""
+
+    def __init__(self, t: MaskedAutoregressiveTransform, p: int, device: torch.device) -> None:
+        layers = list(t.hyper)
+        first, last = layers[0], layers[-1]
+        w1 = first.mask * first.weight  # (H, P + C)
+        self.t = t
+        self.w_ctx, self.b_in = w1[:, p:], first.bias  # the context's share of the first layer
+        self.order0 = torch.nonzero(t.order == 0).squeeze(-1)
+        self.order1 = torch.nonzero(t.order == 1).squeeze(-1)
+        self.w_in = torch.zeros_like(w1[:, :p])  # the θ share, restricted to the order-0 features (pass 2's input)
+        self.w_in[:, self.order0] = w1[:, self.order0]
+        # hidden layers: ("linear", weight, bias) or ("act", module)
+        self.hidden = [("linear", layer.mask * layer.weight, layer.bias) if hasattr(layer, "weight") else ("act", layer)
+                       for layer in layers[1:-1]]
+        w_last = last.mask * last.weight
+        self.out = {}
+        for name, feats in (("order0", self.order0), ("order1", self.order1)):
+            rows = _rows(feats, t.total)
+            self.out[name] = (w_last[rows], last.bias[rows])
+        self.fused = _fused_spline(t, device)
+
+    def _mlp(self, h: Tensor, inplace: bool) -> Tensor:
+        for op in self.hidden:
+            if op[0] == "linear":
+                h, inplace = F.linear(h, op[1], op[2]), True
+            elif inplace and isinstance(op[1], nn.ReLU):
+                h = h.relu_()  # in place on a fresh tensor: one memory pass less
+            else:
+                h = op[1](h)
+        return h
+
+    def _invert(self, name: str, h: Tensor, y: Tensor, x: Tensor) -> None:
+        feats = self.order0 if name == "order0" else self.order1
+        w, b = self.out[name]
+        phi = F.linear(h, w, b).unflatten(-1, (len(feats), self.t.total))
+        if self.fused is not None:  # one pass over the raw parameters (lensinfer.models.spline), same values
+            spline.rqs_inverse(y, phi if phi.dim() == 4 else phi[None], columns=feats, out=x, **self.fused)
+        else:
+            x[..., feats] = self.t.univariate(*unpack(phi, self.t.shapes)).inv(y[..., feats])
+
+    def __call__(self, c: Tensor, y: Tensor) -> Tensor:
+        base = F.linear(c, self.w_ctx, self.b_in)  # (B, H): once per image
+        x = y.clone()
+        # pass 1: the order-0 features depend on the context alone, so their spline is built once per image
+        self._invert("order0", self._mlp(base, inplace=False), y, x)
+        if len(self.order1):  # pass 2: the order-1 features depend on the context and the order-0 features
+            h = F.linear(x, self.w_in).add_(base)  # w_in is zero on the order-1 columns (still y there: finite)
+            self._invert("order1", self._mlp(h, inplace=True), y, x)
+        return x
 
 
 class FlowPosterior(nn.Module):
@@ -158,11 +201,12 @@ class FlowPosterior(nn.Module):
         """n whitened samples per context: (B, n, P). Works on ``chunk`` (sample × image) rows at a time (small
         chunks stay in cache: 16 k rows ran ~2× faster than 256 k here).
 
-        Fast path for coupling transforms (``passes`` = 2, or P = 1): zuko inverts a transform with 2 passes, each
+        Fast path for coupling transforms (``passes`` = 2, P ≥ 2): zuko inverts a transform with 2 passes, each
         evaluating the hyper-network and building the splines of *all* P features on every sample. Here pass 1
         builds the splines of the order-0 features once per image (they depend on the context only), pass 2 runs
         the network on the samples with the context's first-layer product precomputed per image and builds only
-        the order-1 features' splines — the same numbers (``sample_features_reference``) at a fraction of the cost.
+        the order-1 features' splines, NSF splines inverted by the fused kernel on CPU — the same numbers
+        (``sample_features_reference``) at a fraction of the cost.
 
         With ``generator`` the base draws come from it (reproducible); the flow is then inverted on them.
         """
@@ -172,6 +216,7 @@ class FlowPosterior(nn.Module):
         transforms = list(self.flow.transform.transforms)
         fast = all(isinstance(t, MaskedAutoregressiveTransform) and t.order is not None and int(t.order.max()) <= 1
                    for t in transforms)
+        inverses = [_CouplingInverse(t, self.n_params, features.device) for t in reversed(transforms)] if fast else []
         for i in range(0, b, per):
             c = features[i:i + per].float()
             with torch.autocast(features.device.type, enabled=False):
@@ -179,8 +224,8 @@ class FlowPosterior(nn.Module):
                 z = torch.stack([torch.randn((n, self.n_params), generator=generator) for _ in range(len(c))], dim=1)
                 z = z.to(c.device)
                 if fast:
-                    for t in reversed(transforms):
-                        z = _coupling_inverse(t, c, z)
+                    for inverse in inverses:
+                        z = inverse(c, z)
                 else:
                     z = self.flow(c).transform.inv(z)
                 out[i:i + per] = z.transpose(0, 1)
