@@ -9,7 +9,8 @@ import torch
 from lensinfer.data.loader import ChunkShuffleLoader, MergedDataset, load_whitening
 from lensinfer.infer import grid_centres, log_ratio_curves
 from lensinfer.models.ratio import RatioEstimator, ratio_loss
-from lensinfer.train import load_model, train_ratio_estimator
+from lensinfer import train as train_module
+from lensinfer.train import cosine_factor, load_model, train_ratio_estimator
 
 MODEL = {"depth": "small", "width": 4, "head_hidden": 8, "dropout": 0.0}
 TRAIN = {"lr": 3e-3, "weight_decay": 1e-5, "batch_size": 16, "max_epochs": 3, "shuffle_buffer_chunks": 2,
@@ -88,7 +89,7 @@ def _train(tmp, data, max_epochs, ckpt):
         out_model=tmp / "model.pt", out_history=tmp / "history.csv", checkpoint_dir=ckpt, threads=1)
 
 
-def test_training_learns_and_resumes_after_kill(tmp_path, synthetic_dataset):
+def test_training_learns_and_resumes_after_kill(tmp_path, synthetic_dataset, monkeypatch):
     full = tmp_path / "full"
     full.mkdir()
     _train(full, synthetic_dataset, 3, full / "ckpt")
@@ -99,7 +100,12 @@ def test_training_learns_and_resumes_after_kill(tmp_path, synthetic_dataset):
     part = tmp_path / "part"
     part.mkdir()
     _train(part, synthetic_dataset, 1, part / "ckpt")
-    _train(part, synthetic_dataset, 3, part / "ckpt")  # resumes at epoch 1
+    epochs_run = []
+    evaluate = train_module.evaluate_loss
+    monkeypatch.setattr(train_module, "evaluate_loss", lambda *a, **k: epochs_run.append(1) or evaluate(*a, **k))
+    _train(part, synthetic_dataset, 3, part / "ckpt")  # resumes at epoch 1 (a plateau budget may grow)
+    monkeypatch.setattr(train_module, "evaluate_loss", evaluate)
+    assert len(epochs_run) == 2
     resumed = list(csv.DictReader(open(part / "history.csv")))
     assert [r["epoch"] for r in resumed] == ["0", "1", "2"]
     a = torch.load(full / "model.pt", weights_only=False)["model"]
@@ -140,3 +146,60 @@ def test_rerun_of_an_early_stopped_run_trains_nothing(tmp_path, synthetic_datase
     first = train_ratio_estimator(**kwargs)
     again = train_ratio_estimator(**kwargs)
     assert first["epochs"] == again["epochs"] == 2 and first["best_val_loss"] == again["best_val_loss"]
+
+
+def test_cosine_factor_warms_up_then_decays_to_the_floor():
+    f = [cosine_factor(i, steps_per_epoch=10, epochs=5, warmup_epochs=1, min_factor=0.01) for i in range(60)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)  # linear warm-up over the first epoch
+    assert f[10] == pytest.approx(1.0) and all(a >= b for a, b in zip(f[10:], f[11:]))  # then monotone decay
+    assert f[30] == pytest.approx(0.01 + 0.99 * 0.5)  # half-way through the decay: the cosine's mid-point
+    assert f[50] == f[59] == pytest.approx(0.01)  # the floor at the budget's end, and after
+    assert cosine_factor(0, steps_per_epoch=10, epochs=5, warmup_epochs=0) == 1.0
+
+
+def test_cosine_schedule_sets_the_lr_per_step_and_resumes_bit_identically(tmp_path, synthetic_dataset, monkeypatch):
+    cfg = dict(TRAIN, max_epochs=3, scheduler={"type": "cosine", "warmup_epochs": 0.5, "min_factor": 0.1})
+    n = len(MergedDataset(synthetic_dataset, synthetic_dataset / "masks.zarr"))
+    steps = n // TRAIN["batch_size"]
+
+    def run(out, epochs):
+        out.mkdir(exist_ok=True)
+        return train_ratio_estimator(
+            train_dir=synthetic_dataset, train_masks=synthetic_dataset / "masks.zarr", val_dir=synthetic_dataset,
+            val_masks=synthetic_dataset / "masks.zarr", whitening=load_whitening(synthetic_dataset / "stats.json"),
+            model_cfg=MODEL, train_cfg=dict(cfg, max_epochs=epochs), seed=3, out_model=out / "model.pt",
+            out_history=out / "history.csv", checkpoint_dir=out / "ckpt", threads=1)
+
+    run(tmp_path / "full", 3)
+    rows = list(csv.DictReader(open(tmp_path / "full" / "history.csv")))
+    expected = [TRAIN["lr"] * cosine_factor((e + 1) * steps, steps_per_epoch=steps, epochs=3, warmup_epochs=0.5,
+                                            min_factor=0.1) for e in range(3)]
+    np.testing.assert_allclose([float(r["lr"]) for r in rows], expected, rtol=1e-5)
+    assert float(rows[-1]["lr"]) == pytest.approx(0.1 * TRAIN["lr"])
+    # killed during epoch 1 (after epoch 0's checkpoint), then rerun: resumes with the schedule's state
+    part = tmp_path / "part"
+    calls = {"n": 0}
+    evaluate = train_module.evaluate_loss
+
+    def killed(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_loss", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(part, 3)
+    monkeypatch.setattr(train_module, "evaluate_loss", evaluate)
+    run(part, 3)
+    resumed = list(csv.DictReader(open(part / "history.csv")))
+    assert [r["epoch"] for r in resumed] == ["0", "1", "2"] and [r["lr"] for r in resumed] == [r["lr"] for r in rows]
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=False)["model"]
+    b = torch.load(part / "model.pt", weights_only=False)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    # a cosine checkpoint of another budget is not resumed: the budget shapes the schedule
+    run(part, 4)
+    fresh = list(csv.DictReader(open(part / "history.csv")))
+    assert len(fresh) == 4 and float(fresh[0]["lr"]) == pytest.approx(
+        TRAIN["lr"] * cosine_factor(steps, steps_per_epoch=steps, epochs=4, warmup_epochs=0.5, min_factor=0.1))

@@ -1,4 +1,5 @@
-"""Training loop of the estimators: AdamW, ReduceLROnPlateau, early stopping, checkpoint/resume.
+"""Training loop of the estimators: AdamW, ReduceLROnPlateau (or warm-up + cosine decay), early stopping,
+checkpoint/resume.
 
 One loop (:func:`_fit`) trains both estimators; only the model and the loss differ. The ratio estimator
 (:func:`train_ratio_estimator`) minimises the NRE classification loss (Hermans, Begy & Louppe 2020;
@@ -10,6 +11,9 @@ improvement) with two fixes: validation once per epoch (the reference evaluated 
 every batch) on a *fixed* pairing, and seeds everywhere. Note that an absolute plateau threshold of 0.01 is coarse
 when the loss sits near ln 2 ≈ 0.693 (small data): every epoch then counts as a plateau and the learning rate
 decays before the network has learned anything — configs for small data should lower ``train.scheduler.threshold``.
+``train.scheduler.type: cosine`` replaces the plateau rule by a fixed budget: linear warm-up, then a per-step cosine
+decay to ``min_factor`` × lr at ``max_epochs`` (Loshchilov & Hutter 2017, SGDR without restarts) — on a budget of
+tens of epochs the plateau rule spends half of them at a learning rate too high to settle (issue 7's NPE bench).
 
 On CUDA: bf16 autocast (same exponent range as float32, so no GradScaler is needed), channels_last memory format,
 cuDNN autotuning. On CPU: deterministic kernels (``torch.use_deterministic_algorithms``), so a run is reproducible
@@ -24,6 +28,7 @@ import logging
 import math
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -81,6 +86,18 @@ def _autocast(device: torch.device) -> Any:
     return torch.autocast("cpu", enabled=False)
 
 
+def cosine_factor(step: int, *, steps_per_epoch: int, epochs: int, warmup_epochs: float = 1.0,
+                  min_factor: float = 0.01) -> float:
+    """Learning-rate factor after ``step`` optimiser steps: linear warm-up from 1/warm-up-steps to 1 over
+    ``warmup_epochs``, then cosine decay from 1 to ``min_factor`` at ``epochs`` (constant after)."""
+    warm = max(0, round(warmup_epochs * steps_per_epoch))
+    total = max(1, epochs * steps_per_epoch)
+    if step < warm:
+        return (step + 1) / warm
+    frac = min(1.0, (step - warm) / max(1, total - warm))
+    return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
 def _fit(
     *,
     kind: str,
@@ -124,13 +141,20 @@ def _fit(
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=float(train_cfg["lr"]), weight_decay=float(train_cfg["weight_decay"]))
-    sch_cfg = train_cfg["scheduler"]
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, mode="min", factor=float(sch_cfg["factor"]), patience=int(sch_cfg["patience"]),
-        threshold=float(sch_cfg["threshold"]), threshold_mode="abs", cooldown=int(sch_cfg["cooldown"]))
     bs = int(train_cfg["batch_size"])
     if len(train_data) < bs:
         raise ValueError(f"train.batch_size={bs} exceeds the {len(train_data)} training images")
+    sch_cfg = dict(train_cfg["scheduler"])
+    per_step = sch_cfg.get("type", "plateau") == "cosine"
+    if per_step:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            opt, partial(cosine_factor, steps_per_epoch=len(train_data) // bs, epochs=int(train_cfg["max_epochs"]),
+                         warmup_epochs=float(sch_cfg.get("warmup_epochs", 1)),
+                         min_factor=float(sch_cfg.get("min_factor", 0.01))))
+    else:
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="min", factor=float(sch_cfg["factor"]), patience=int(sch_cfg["patience"]),
+            threshold=float(sch_cfg["threshold"]), threshold_mode="abs", cooldown=int(sch_cfg["cooldown"]))
     workers = int(train_cfg.get("num_workers", 0))
     loader_threads = 2 if workers == 0 else 1  # decode threads per loading process
     train_loader = ChunkShuffleLoader(train_data, whitening, bs, seed=base_seed, threads=loader_threads,
@@ -143,7 +167,9 @@ def _fit(
     loader = torch.utils.data.DataLoader(train_loader, batch_size=None, num_workers=workers,
                                          pin_memory=device.type == "cuda")
 
-    fp = dict(fingerprint_cfg, train=dict(train_cfg), seed=seed, whitening=whitening.to_dict(), n_train=len(train_data),
+    # max_epochs only shapes a cosine schedule: a plateau run may be resumed with a larger budget
+    fp_train = dict(train_cfg) if per_step else {k: v for k, v in train_cfg.items() if k != "max_epochs"}
+    fp = dict(fingerprint_cfg, train=fp_train, seed=seed, whitening=whitening.to_dict(), n_train=len(train_data),
               n_val=len(val_data))
     if in_channels != 1:
         fp["in_channels"] = in_channels
@@ -189,10 +215,13 @@ def _fit(
                 loss = loss_fn(model, _to(x, device), theta.to(device), gen)
             loss.backward()
             opt.step()
+            if per_step:
+                scheduler.step()
             total += float(loss.detach()) * x.shape[0]
             n += x.shape[0]
         val_loss = evaluate_loss(model, val_loader, device, base_seed + 2, loss_fn)
-        scheduler.step(val_loss)
+        if not per_step:
+            scheduler.step(val_loss)
         row = {"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": val_loss,
                "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         history.append(row)
