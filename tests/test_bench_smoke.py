@@ -42,5 +42,9 @@ def test_bench_science_quick():
 
 def test_bench_npe_sampling_quick():
     out = _run("npe_sampling.py")
-    assert {"seconds_nsf_128x2_8bins", "seconds_maf_128x2"} <= set(out) and all(
+    assert {"seconds_nsf_64x2_8bins", "seconds_nsf_128x2_8bins", "seconds_maf_128x2"} <= set(out) and all(
         out[k] > 0 for k in out if k.startswith("seconds_"))
+    from lensinfer.models import spline
+
+    if spline.available():  # the fused kernel and zuko's splines timed side by side
+        assert out["speedup_fused_nsf_64x2_8bins"] > 0 and "seconds_nsf_64x2_8bins_zuko" in out
