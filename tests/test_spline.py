@@ -59,6 +59,8 @@ def test_columns_are_written_in_place_and_others_kept():
 
 def test_bad_shapes_are_rejected():
     y = torch.zeros(4, 2, 3)
+    with pytest.raises(ValueError, match="at least 2 bins"):
+        spline.rqs_inverse(y, torch.zeros(4, 2, 3, 2), 1)
     with pytest.raises(ValueError, match="3K-1"):
         spline.rqs_inverse(y, torch.zeros(4, 2, 3, 10), K)
     with pytest.raises(ValueError, match="expected"):

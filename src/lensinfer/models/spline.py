@@ -4,19 +4,21 @@ and appendix A.3) from the raw hyper-network output, for fast NPE posterior samp
 zuko's :class:`~zuko.transforms.MonotonicRQSTransform` builds the spline with ~40 tensor operations (bounded
 pre-activations, softmax, cumulative sums, a comparison search for the bin, gathers of the six knot values, the
 quadratic solve). On a CPU each of them streams (rows × features × bins) values through memory, and for posterior
-sampling — millions of (sample, feature) rows — they cost ~3× the hyper-network's matrix products. This kernel
-does the same arithmetic per (row, feature) in registers, one pass over the parameters, in float64:
+sampling — millions of (sample, feature) rows — they cost more than the hyper-network's matrix products. This
+kernel does the same arithmetic in one pass over the parameters, in float64, on blocks of 512 rows laid out so that
+the loops over rows vectorise (SIMD; exp as a polynomial, the bin search and the solve branch-free):
 
 * widths w_k and heights h_k: softmax of a/(1 + |2a / log s|) (zuko's bounded pre-activation, s the minimum
   slope), knots x_k = B(2 Σ_{i<k} w_i − 1), y_k likewise (x_0 = y_0 = −B);
-* inner-knot derivatives d_k = exp(u/(1 + |u / log s|)), d_0 = d_K = 1;
 * bin k with y_k < y ≤ y_{k+1} (zuko's ``searchsorted``: count of knots below y, minus 1); outside [−B, B] the
   transform is the identity;
-* inside, x = x_k + ξ (x_{k+1} − x_k) with ξ = 2c / (−b − √(b² − 4ac)) the root in [0, 1] of the quadratic of
-  Durkan et al. (eq. 29–32 of their appendix; zuko's ``_inverse``).
+* the bin's two knot derivatives d_k = exp(u/(1 + |u / log s|)), d_0 = d_K = 1 (only those two are computed);
+* x = x_k + ξ (x_{k+1} − x_k) with ξ = 2c / (−b − √(b² − 4ac)) the root in [0, 1] of the quadratic of
+  Durkan et al. (appendix A.3; zuko's ``_inverse``).
 
-The values equal zuko's float32 inverse to float32 rounding (``tests/test_flow.py``). Parameters are laid out as
-zuko's ``unpack`` of shapes ``[(K,), (K,), (K − 1,)]``: widths, heights, inner derivatives.
+The values equal zuko's inverse evaluated in float64, rounded once to float32 (``tests/test_spline.py``); zuko's
+own float32 evaluation differs from both by its rounding. Parameters are laid out as zuko's ``unpack`` of shapes
+``[(K,), (K,), (K − 1,)]``: widths, heights, inner derivatives.
 """
 
 from __future__ import annotations
@@ -54,48 +56,66 @@ def _exp(x: float) -> float:
 
 
 def _knots(phi: np.ndarray, rows: int, f: int, bins: int, bound: float, log_slope: float, xs: np.ndarray,
-           ys: np.ndarray, ds: np.ndarray) -> None:
-    """Knots of the splines of feature ``f`` of phi[:rows] (rows, F, 3K − 1) into xs, ys, ds (K + 1, rows):
-    x_k = B(2 Σ_{i<k} softmax(w̃)_i − 1) (y_k from the heights), derivatives d_0 = d_K = 1 and exp(ũ) inside, where
-    w̃ = a / (1 + |2a / log s|) and ũ = u / (1 + |u / log s|) are zuko's bounded pre-activations."""
+           ys: np.ndarray, scale: np.ndarray) -> None:
+    """Knots of the splines of feature ``f`` of phi[:rows] (rows, F, 3K − 1) into xs, ys (K + 1, rows):
+    x_k = B(2 Σ_{i<k} softmax(w̃)_i − 1) (y_k from the heights), w̃ = a / (1 + |2a / log s|) zuko's bounded
+    pre-activation. ``scale`` (2, rows) is scratch."""
+    c = 2.0 / abs(log_slope)
     for k in range(bins):
         for r in range(rows):
             a = phi[r, f, k]
-            xs[k + 1, r] = _exp(a / (1.0 + abs(2.0 * a / log_slope)))
+            xs[k + 1, r] = _exp(a / (1.0 + abs(a) * c))
             b = phi[r, f, bins + k]
-            ys[k + 1, r] = _exp(b / (1.0 + abs(2.0 * b / log_slope)))
+            ys[k + 1, r] = _exp(b / (1.0 + abs(b) * c))
     for r in range(rows):
         xs[0, r] = 0.0
         ys[0, r] = 0.0
-        ds[0, r] = 1.0
-        ds[bins, r] = 1.0
     for k in range(1, bins + 1):  # cumulative sums
         for r in range(rows):
             xs[k, r] += xs[k - 1, r]
             ys[k, r] += ys[k - 1, r]
-    for k in range(bins + 1):  # normalise: softmax and the map to [−B, B]
+    for r in range(rows):  # softmax normalisation and the map to [−B, B]
+        scale[0, r] = 2.0 * bound / xs[bins, r]
+        scale[1, r] = 2.0 * bound / ys[bins, r]
+    for k in range(bins):
         for r in range(rows):
-            xs[k, r] = bound * (2.0 * xs[k, r] / xs[bins, r] - 1.0) if k < bins else bound
-            ys[k, r] = bound * (2.0 * ys[k, r] / ys[bins, r] - 1.0) if k < bins else bound
+            xs[k, r] = xs[k, r] * scale[0, r] - bound
+            ys[k, r] = ys[k, r] * scale[1, r] - bound
+    for r in range(rows):
+        xs[bins, r] = bound
+        ys[bins, r] = bound
+
+
+def _derivative(u: float, log_slope: float) -> float:
+    """Inner knot derivative exp(u / (1 + |u / log s|)) (zuko's bounded pre-activation)."""
+    return _exp(u / (1.0 + abs(u / log_slope)))
+
+
+def _derivatives(phi: np.ndarray, rows: int, f: int, bins: int, log_slope: float, ds: np.ndarray) -> None:
+    """All knot derivatives of feature ``f`` of phi[:rows] into ds (K + 1, rows): d_0 = d_K = 1."""
+    for r in range(rows):
+        ds[0, r] = 1.0
+        ds[bins, r] = 1.0
     for k in range(bins - 1):
         for r in range(rows):
-            u = phi[r, f, 2 * bins + k]
-            ds[k + 1, r] = _exp(u / (1.0 + abs(u / log_slope)))
+            ds[k + 1, r] = _derivative(phi[r, f, 2 * bins + k], log_slope)
 
 
-def _solve(yv: float, xs: np.ndarray, ys: np.ndarray, ds: np.ndarray, r: int, bins: int) -> float:
-    """RQS⁻¹(yv) of the spline in column r of the knot arrays (Durkan et al. 2019, appendix A.3)."""
-    kb = -1  # bin: number of knots strictly below y, minus one (zuko's searchsorted)
+def _bin(yv: float, ys: np.ndarray, r: int, bins: int) -> int:
+    """Bin of yv: number of knots y_k strictly below it, minus one (zuko's searchsorted); −1 or K outside."""
+    kb = -1
     for k in range(bins + 1):
         kb += ys[k, r] < yv
-    if kb < 0 or kb >= bins:
-        return yv  # identity outside the spline's domain [−B, B]
+    return kb
+
+
+def _solve(yv: float, xs: np.ndarray, ys: np.ndarray, r: int, kb: int, d0: float, d1: float) -> float:
+    """RQS⁻¹(yv) in bin kb of the spline in column r of the knots, knot derivatives d0, d1 (Durkan et al. 2019,
+    appendix A.3: the root in [0, 1] of their quadratic, in zuko's numerically stable form)."""
     x0 = xs[kb, r]
     x1 = xs[kb + 1, r]
     y0 = ys[kb, r]
     y1 = ys[kb + 1, r]
-    d0 = ds[kb, r]
-    d1 = ds[kb + 1, r]
     sl = (y1 - y0) / (x1 - x0)
     yy = yv - y0
     t = d0 + d1 - 2.0 * sl
@@ -109,7 +129,8 @@ def _solve(yv: float, xs: np.ndarray, ys: np.ndarray, ds: np.ndarray, r: int, bi
 
 def _kernel(y: np.ndarray, phi: np.ndarray, cols: np.ndarray, out: np.ndarray, bins: int, bound: float,
             log_slope: float) -> None:
-    """out[:, cols] = RQS⁻¹(y[:, cols]) for y, out (N, P), one spline per (row, feature): phi (N, F, 3K − 1)."""
+    """out[:, cols] = RQS⁻¹(y[:, cols]) for y, out (N, P), one spline per (row, feature): phi (N, F, 3K − 1).
+    Only the bin's two knot derivatives are computed."""
     n = y.shape[0]
     f_n = cols.shape[0]
     for blk in numba.prange((n + _BLOCK - 1) // _BLOCK):
@@ -117,36 +138,58 @@ def _kernel(y: np.ndarray, phi: np.ndarray, cols: np.ndarray, out: np.ndarray, b
         rows = min(n, r0 + _BLOCK) - r0
         xs = np.empty((bins + 1, rows))  # knot buffers of the block (bins, rows): loops over rows vectorise
         ys = np.empty((bins + 1, rows))
-        ds = np.empty((bins + 1, rows))
+        scale = np.empty((2, rows))
+        yb = np.empty(rows)
+        kbs = np.empty(rows, np.int64)
         for f in range(f_n):
             c = cols[f]
-            _knots(phi[r0:r0 + rows], rows, f, bins, bound, log_slope, xs, ys, ds)
+            p = phi[r0:r0 + rows]
+            _knots(p, rows, f, bins, bound, log_slope, xs, ys, scale)
             for r in range(rows):
-                out[r0 + r, c] = _solve(y[r0 + r, c], xs, ys, ds, r, bins)
+                yb[r] = y[r0 + r, c]
+                kbs[r] = -1
+            for k in range(bins + 1):  # the bin: number of knots strictly below y, minus one
+                for r in range(rows):
+                    kbs[r] += ys[k, r] < yb[r]
+            for r in range(rows):  # branch-free (clamped bin, then a select) so that it vectorises
+                kb = kbs[r]
+                k = min(max(kb, 0), bins - 1)
+                d0 = _derivative(p[r, f, 2 * bins + max(k - 1, 0)], log_slope) if k > 0 else 1.0
+                d1 = _derivative(p[r, f, 2 * bins + min(k, bins - 2)], log_slope) if k < bins - 1 else 1.0
+                x = _solve(yb[r], xs, ys, r, k, d0, d1)
+                out[r0 + r, c] = x if 0 <= kb < bins else yb[r]  # identity outside the domain [−B, B]
 
 
 def _kernel_shared(y: np.ndarray, phi: np.ndarray, cols: np.ndarray, out: np.ndarray, bins: int, bound: float,
                    log_slope: float) -> None:
     """out[..., cols] = RQS⁻¹(y[..., cols]) for y, out (S, M, P) with one spline per (M, feature), phi (M, F, 3K − 1),
-    shared by the S rows: its knots are built once."""
+    shared by the S rows: its knots and derivatives are built once."""
     s_n, m_n = y.shape[0], y.shape[1]
     f_n = cols.shape[0]
     xs = np.empty((f_n, bins + 1, m_n))
     ys = np.empty((f_n, bins + 1, m_n))
     ds = np.empty((f_n, bins + 1, m_n))
+    scale = np.empty((2, m_n))
     for f in range(f_n):
-        _knots(phi, m_n, f, bins, bound, log_slope, xs[f], ys[f], ds[f])
+        _knots(phi, m_n, f, bins, bound, log_slope, xs[f], ys[f], scale)
+        _derivatives(phi, m_n, f, bins, log_slope, ds[f])
     for s in numba.prange(s_n):
         for m in range(m_n):
             for f in range(f_n):
                 c = cols[f]
-                out[s, m, c] = _solve(y[s, m, c], xs[f], ys[f], ds[f], m, bins)
+                yv = float(y[s, m, c])
+                kb = _bin(yv, ys[f], m, bins)
+                if kb < 0 or kb >= bins:
+                    out[s, m, c] = yv
+                else:
+                    out[s, m, c] = _solve(yv, xs[f], ys[f], m, kb, ds[f, kb, m], ds[f, kb + 1, m])
 
 
 _BLOCK = 512  # rows per parallel work item (its knot buffers stay in the L1/L2 cache)
 if numba is not None:
     _jit = numba.njit(cache=True, fastmath=True, inline="always")
-    _exp, _knots, _solve = _jit(_exp), _jit(_knots), _jit(_solve)
+    _exp, _knots, _derivative, _derivatives = _jit(_exp), _jit(_knots), _jit(_derivative), _jit(_derivatives)
+    _bin, _solve = _jit(_bin), _jit(_solve)
     _kernel = numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)(_kernel)
     _kernel_shared = numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)(_kernel_shared)
 
@@ -168,6 +211,8 @@ def rqs_inverse(y: Tensor, phi: Tensor, bins: int, bound: float = 5.0, slope: fl
             or phi.shape[0] not in (1, y.shape[0]):
         raise ValueError(f"rqs_inverse: y (S, M, P) and phi (S|1, M, F, 3K-1) with F = {len(cols)} columns expected, "
                          f"got {tuple(y.shape)} and {tuple(phi.shape)}")
+    if bins < 2:
+        raise ValueError(f"rqs_inverse: at least 2 bins, got {bins}")
     if phi.shape[-1] != 3 * bins - 1:
         raise ValueError(f"rqs_inverse: {bins} bins need 3K-1 = {3 * bins - 1} parameters, got {phi.shape[-1]}")
     if len(cols) and (cols.min() < 0 or cols.max() >= y.shape[-1]):
