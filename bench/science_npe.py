@@ -236,6 +236,8 @@ def main() -> None:
                          "prior (8 targets)")
     ap.add_argument("--no-shear", action="store_true",
                     help="with --prior project: no external shear; the flow then has 6 targets")
+    ap.add_argument("--stretch", type=float, default=None,
+                    help="flow.embedding.stretch: arcsinh softening of the whitened images (default: linear)")
     ap.add_argument("--procs", type=int, default=2, help="simulation processes")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for training")
     ap.add_argument("--sample-threads", type=int, default=2,
@@ -272,6 +274,7 @@ def main() -> None:
             cfg["train"]["batch_size"] = 16
             cfg["flow"] = dict(cfg["flow"], transforms=2, hidden_features=[16, 16], context_features=8,
                                embedding={"depth": "small", "width": 4, "dropout": 0.0})
+        cfg["flow"]["embedding"] = dict(cfg["flow"]["embedding"], stretch=args.stretch)
         cfg = _validated(cfg, work / "config.yaml")
         sim_cpu = simulate_all(cfg, work, args.procs)
         t_sim = time.perf_counter() - t_start
@@ -313,7 +316,8 @@ def main() -> None:
             "best_epoch": summary["best_epoch"], "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
             "test_samples": args.test_samples, "pixel_scale": cfg["instrument"]["pixel_scale"],
             "num_pix": cfg["instrument"]["num_pix"], "prior": args.prior,
-            "external_shear": cfg["lens"].get("shear") is not None, "hidden_features": cfg["flow"]["hidden_features"], "flow": args.flow, "metrics_from": source,
+            "external_shear": cfg["lens"].get("shear") is not None, "hidden_features": cfg["flow"]["hidden_features"],
+            "stretch": args.stretch, "flow": args.flow, "metrics_from": source,
             "simulate_s": round(t_sim), "train_s": round(t_train), "test_sampling_s": round(t_post, 1),
             "total_s": round(time.perf_counter() - t_start),
         })

@@ -145,6 +145,23 @@ def test_fast_sampler_equals_zuko_inverse(kind, n_params, passes, fused, monkeyp
     assert len(calls) == (3 * 2 if fused and kind == "nsf" and passes == 2 and n_params > 1 else 0)
 
 
+def test_stretch_is_arcsinh_about_the_zero_flux_level_and_is_saved(tmp_path, single):
+    torch.manual_seed(4)
+    kw = dict(depth="small", width=4, transforms=1, hidden_features=[8], context_features=4)
+    linear = FlowPosterior(2, 1, **kw).eval()
+    stretched = FlowPosterior(2, 1, stretch=0.3, zero_level=-0.5, **kw).eval()
+    stretched.load_state_dict(linear.state_dict() | {"zero_level": torch.tensor([-0.5])})
+    x = torch.randn(3, 16, 16) * 5
+    with torch.no_grad():
+        torch.testing.assert_close(stretched.embed(x), linear.embed(torch.asinh((x + 0.5) / 0.3)))
+    # trained through the loop: the model keeps the training set's zero level −μ/σ, and load_estimator restores it
+    w = load_whitening(single / "stats.json")
+    assert w.zero_level == pytest.approx((-w.image_mean / w.image_std,))
+    _train(tmp_path / "m", single, dict(FLOW, embedding=dict(FLOW["embedding"], stretch=0.5)), 1)
+    _, model, _ = load_estimator(tmp_path / "m" / "model.pt")
+    assert model.stretch == 0.5 and model.zero_level.tolist() == pytest.approx(list(w.zero_level))
+
+
 # --- whitening, stats, multi-band ------------------------------------------------------------------------------------
 
 def test_whitening_targets_round_trip(single):

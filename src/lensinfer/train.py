@@ -322,7 +322,7 @@ def train_flow_posterior(
     if augment not in ("none", "dihedral"):
         raise ValueError(f"flow.augment: unknown {augment!r}; allowed: none, dihedral")
     return _fit(kind="npe", augment=DihedralAugmentation(whitening) if augment == "dihedral" else None,
-                build=lambda ch: build_flow_posterior(cfg, len(targets), ch), loss_fn=flow_loss,
+                build=lambda ch: build_flow_posterior(cfg, len(targets), ch, whitening.zero_level), loss_fn=flow_loss,
                 train_dir=train_dir, train_masks=train_masks, val_dir=val_dir, val_masks=val_masks, whitening=whitening,
                 fingerprint_cfg={"kind": "npe", "flow": _architecture(cfg)}, blob={"flow_cfg": cfg, "targets": targets},
                 train_cfg=train_cfg, seed=seed, out_model=out_model, out_history=out_history,

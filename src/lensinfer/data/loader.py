@@ -82,6 +82,13 @@ class Whitening:
         """Image channels (bands) these constants are for: 1 for scalar constants."""
         return len(self.image_mean) if isinstance(self.image_mean, tuple) else 1
 
+    @property
+    def zero_level(self) -> tuple[float, ...]:
+        """Whitened value of zero flux per channel, −μ/σ (the sky level of a background-subtracted image)."""
+        mean = self.image_mean if isinstance(self.image_mean, tuple) else (self.image_mean,)
+        std = self.image_std if isinstance(self.image_std, tuple) else (self.image_std,)
+        return tuple(-float(m) / float(s) for m, s in zip(mean, std))
+
     def _image_constants(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(μ, 1/σ) as float32 arrays broadcasting against a slice of ``x`` ((N, H, W) or (N, C, H, W))."""
         mu = np.asarray(self.image_mean, np.float32)

@@ -48,7 +48,7 @@ __all__ = ["FastRQSTransform", "FlowPosterior", "build_flow_posterior", "flow_lo
            "FLOW_DEFAULTS"]
 
 #: embedding defaults: those of the ``model`` section of the config schema
-EMBEDDING_DEFAULTS: dict[str, Any] = {"depth": "18", "width": 64, "dropout": 0.0}
+EMBEDDING_DEFAULTS: dict[str, Any] = {"depth": "18", "width": 64, "dropout": 0.0, "stretch": None}
 #: flow defaults (``flow`` section of the config schema)
 FLOW_DEFAULTS: dict[str, Any] = {"type": "nsf", "transforms": 4, "hidden_features": [128, 128], "bins": 8,
                                  "passes": 2, "context_features": 64}
@@ -164,9 +164,15 @@ class FlowPosterior(nn.Module):
     def __init__(self, n_params: int, in_channels: int = 1, *, depth: str = "18", width: int = 64,
                  dropout: float = 0.0, flow_type: str = "nsf", transforms: int = 4,
                  hidden_features: list[int] | tuple[int, ...] = (128, 128), bins: int = 8, passes: int = 2,
-                 context_features: int = 64) -> None:
+                 context_features: int = 64, stretch: float | None = None,
+                 zero_level: float | tuple[float, ...] = 0.0) -> None:
         super().__init__()
         self.n_params = int(n_params)
+        self.stretch = None if stretch is None else float(stretch)
+        # whitened value of zero flux per channel (−μ/σ): the arcsinh stretch is centred there (a state buffer, so a
+        # loaded model keeps its training set's value)
+        level = torch.as_tensor(zero_level, dtype=torch.float32).reshape(-1)
+        self.register_buffer("zero_level", level.expand(in_channels).clone() if len(level) == 1 else level)
         self.embedding = ResNetEmbedding(depth, width, in_channels, dropout)
         self.project = nn.Sequential(nn.Linear(self.embedding.features, context_features), nn.ReLU(inplace=True),
                                      nn.Linear(context_features, context_features))
@@ -178,8 +184,13 @@ class FlowPosterior(nn.Module):
         return x.unsqueeze(1) if x.dim() == 3 else x
 
     def embed(self, x: Tensor) -> Tensor:
-        """Flow context (B, context_features) of images (B, [C,] H, W): run once per image."""
-        return self.project(self.embedding(self._image(x))).float()
+        """Flow context (B, context_features) of images (B, [C,] H, W): run once per image. With ``stretch`` a
+        (whitened images are first mapped to asinh((x − x₀)/a), x₀ the zero-flux level: linear near the sky noise,
+        logarithmic on the bright lens light — the faint arcs keep their contrast; Lupton et al. 1999)."""
+        x = self._image(x)
+        if self.stretch is not None:
+            x = torch.asinh((x - self.zero_level.to(x.dtype)[:, None, None]) / self.stretch)
+        return self.project(self.embedding(x)).float()
 
     def log_prob_features(self, theta: Tensor, features: Tensor) -> Tensor:
         """log q(θ'|x) (…, B) of whitened θ' (…, B, P) (or (…, B) when P = 1) given the context (B, F)."""
@@ -241,15 +252,17 @@ class FlowPosterior(nn.Module):
         return self.sample_features(self.embed(x), n, chunk, generator)
 
 
-def build_flow_posterior(cfg: Mapping[str, Any], n_params: int, in_channels: int = 1) -> FlowPosterior:
+def build_flow_posterior(cfg: Mapping[str, Any], n_params: int, in_channels: int = 1,
+                         zero_level: float | tuple[float, ...] = 0.0) -> FlowPosterior:
     """The posterior estimator described by the ``flow`` section of the config (defaults: :data:`FLOW_DEFAULTS`,
-    embedding :data:`EMBEDDING_DEFAULTS`)."""
+    embedding :data:`EMBEDDING_DEFAULTS`). ``zero_level``: the whitened value of zero flux (−μ/σ per channel, see
+    :attr:`lensinfer.data.loader.Whitening.zero_level`), used by ``embedding.stretch``."""
     c = dict(FLOW_DEFAULTS, **{k: v for k, v in cfg.items() if k in FLOW_DEFAULTS})
     emb = dict(EMBEDDING_DEFAULTS, **dict(cfg.get("embedding") or {}))
     return FlowPosterior(n_params, in_channels, depth=str(emb["depth"]), width=int(emb["width"]),
                          dropout=float(emb["dropout"]), flow_type=str(c["type"]), transforms=int(c["transforms"]),
                          hidden_features=list(c["hidden_features"]), bins=int(c["bins"]), passes=int(c["passes"]),
-                         context_features=int(c["context_features"]))
+                         context_features=int(c["context_features"]), stretch=emb["stretch"], zero_level=zero_level)
 
 
 def flow_loss(model: FlowPosterior, x: Tensor, theta: Tensor, generator: torch.Generator | None = None) -> Tensor:
