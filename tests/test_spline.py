@@ -69,3 +69,9 @@ def test_bad_shapes_are_rejected():
         spline.rqs_inverse(y, torch.zeros(4, 2, 1, 3 * K - 1), K, columns=torch.tensor([3]))
     with pytest.raises(ValueError, match="contiguous"):
         spline.rqs_inverse(y, torch.zeros(4, 2, 3, 3 * K - 1), K, out=torch.zeros(4, 2, 3, dtype=torch.float64))
+
+
+def test_polynomial_exp_covers_the_bounded_pre_activations():
+    x = np.linspace(-7.0, 7.0, 2001)  # |pre-activation| ≤ |log 1e-3| = 6.9
+    approx = np.array([spline._exp(v) for v in x])
+    assert np.max(np.abs(approx / np.exp(x) - 1)) < 2e-9

@@ -44,8 +44,8 @@ def available() -> bool:
 
 def _exp(x: float) -> float:
     """exp(x) for |x| ≤ 7 (the bounded pre-activations: |x| ≤ |log s| = 6.9) as a polynomial, so that loops over
-    rows vectorise (no libm call): exp(x) = (e^{x/16})^16 with the degree-9 Taylor polynomial of e^{x/16}, relative
-    error < 1e-9 (far below float32 rounding)."""
+    rows vectorise (no libm call): exp(x) = (e^{x/16})^16 with the degree-9 Taylor polynomial of e^{x/16}; relative
+    error ≈ 1e-9 at |x| = 7 (16 × the polynomial's 7e-11), far below float32 rounding."""
     u = x * 0.0625
     p = 1.0 + u * (1.0 + u * (0.5 + u * (1.0 / 6 + u * (1.0 / 24 + u * (1.0 / 120 + u * (
         1.0 / 720 + u * (1.0 / 5040 + u * (1.0 / 40320 + u * (1.0 / 362880)))))))))
