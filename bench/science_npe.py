@@ -238,6 +238,8 @@ def main() -> None:
                          "(the flow's many small ops then stall on OpenMP barriers)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep/reuse simulations and models here")
     args = ap.parse_args()
+    if args.no_shear and args.prior != "project":
+        ap.error("--no-shear applies to --prior project (the seeds' prior has no shear)")
     shard_size = 500
     if args.quick:
         args.n_train, args.n_val, args.n_test, args.max_epochs, shard_size = 64, 32, 32, 1, 32

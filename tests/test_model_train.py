@@ -81,8 +81,8 @@ def test_loader_covers_each_image_once_per_epoch(synthetic_dataset):
     assert not np.array_equal(torch.cat([t for _, t in loader]).numpy().ravel(), thetas)  # reshuffled
 
 
-def _train(tmp, data, max_epochs, ckpt):
-    cfg = dict(TRAIN, max_epochs=max_epochs)
+def _train(tmp, data, max_epochs, ckpt, train_cfg=TRAIN):
+    cfg = dict(train_cfg, max_epochs=max_epochs)
     return train_ratio_estimator(
         train_dir=data, train_masks=data / "masks.zarr", val_dir=data, val_masks=data / "masks.zarr",
         whitening=load_whitening(data / "stats.json"), model_cfg=MODEL, train_cfg=cfg, seed=3,
@@ -164,11 +164,7 @@ def test_cosine_schedule_sets_the_lr_per_step_and_resumes_bit_identically(tmp_pa
 
     def run(out, epochs):
         out.mkdir(exist_ok=True)
-        return train_ratio_estimator(
-            train_dir=synthetic_dataset, train_masks=synthetic_dataset / "masks.zarr", val_dir=synthetic_dataset,
-            val_masks=synthetic_dataset / "masks.zarr", whitening=load_whitening(synthetic_dataset / "stats.json"),
-            model_cfg=MODEL, train_cfg=dict(cfg, max_epochs=epochs), seed=3, out_model=out / "model.pt",
-            out_history=out / "history.csv", checkpoint_dir=out / "ckpt", threads=1)
+        return _train(out, synthetic_dataset, epochs, out / "ckpt", cfg)
 
     run(tmp_path / "full", 3)
     rows = list(csv.DictReader(open(tmp_path / "full" / "history.csv")))

@@ -118,10 +118,9 @@ class _CouplingInverse:
         self.hidden = [("linear", layer.mask * layer.weight, layer.bias) if hasattr(layer, "weight") else ("act", layer)
                        for layer in layers[1:-1]]
         w_last = last.mask * last.weight
-        self.out = {}
-        for name, feats in (("order0", self.order0), ("order1", self.order1)):
-            rows = _rows(feats, t.total)
-            self.out[name] = (w_last[rows], last.bias[rows])
+        # output layer restricted to each pass's features: (features, weight rows, bias rows)
+        self.pass0, self.pass1 = ((f, w_last[_rows(f, t.total)], last.bias[_rows(f, t.total)])
+                                  for f in (self.order0, self.order1))
         self.fused = _fused_spline(t, device)
 
     def _mlp(self, h: Tensor, inplace: bool) -> Tensor:
@@ -134,9 +133,8 @@ class _CouplingInverse:
                 h = op[1](h)
         return h
 
-    def _invert(self, name: str, h: Tensor, y: Tensor, x: Tensor) -> None:
-        feats = self.order0 if name == "order0" else self.order1
-        w, b = self.out[name]
+    def _invert(self, out_layer: tuple[Tensor, Tensor, Tensor], h: Tensor, y: Tensor, x: Tensor) -> None:
+        feats, w, b = out_layer
         phi = F.linear(h, w, b).unflatten(-1, (len(feats), self.t.total))
         if self.fused is not None:  # one pass over the raw parameters (lensinfer.models.spline), same values
             spline.rqs_inverse(y, phi if phi.dim() == 4 else phi[None], columns=feats, out=x, **self.fused)
@@ -147,10 +145,10 @@ class _CouplingInverse:
         base = F.linear(c, self.w_ctx, self.b_in)  # (B, H): once per image
         x = y.clone()
         # pass 1: the order-0 features depend on the context alone, so their spline is built once per image
-        self._invert("order0", self._mlp(base, inplace=False), y, x)
+        self._invert(self.pass0, self._mlp(base, inplace=False), y, x)
         if len(self.order1):  # pass 2: the order-1 features depend on the context and the order-0 features
             h = F.linear(x, self.w_in).add_(base)  # w_in is zero on the order-1 columns (still y there: finite)
-            self._invert("order1", self._mlp(h, inplace=True), y, x)
+            self._invert(self.pass1, self._mlp(h, inplace=True), y, x)
         return x
 
 
