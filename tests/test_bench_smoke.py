@@ -1,4 +1,4 @@
-"""The issue-4 benchmark scripts run in ``--quick`` mode and end with their JSON line (no timing assertions)."""
+"""The benchmark scripts run in ``--quick`` mode and end with their JSON line (no timing assertions)."""
 
 import json
 import math
@@ -48,3 +48,10 @@ def test_bench_npe_sampling_quick():
 
     if spline.available():  # the fused kernel and zuko's splines timed side by side
         assert out["speedup_fused_nsf_64x2_8bins"] > 0 and "seconds_nsf_64x2_8bins_zuko" in out
+
+
+def test_bench_train_step_quick():
+    out = _run("train_step.py")
+    for kind in ("npe", "nre"):
+        assert out[f"ms_per_step_{kind}_defaults"] > 0 and out[f"ms_per_step_{kind}_lensinfer"] > 0
+        assert out[f"loss_diff_{kind}"] < 1e-4  # the same step both ways: equal weights, batch and loss

@@ -13,7 +13,7 @@ from zuko.transforms import MonotonicRQSTransform
 from lensinfer.data.loader import ChunkShuffleLoader, MergedDataset, NoiseModel, Whitening, load_whitening, noise_model_of
 from lensinfer.data.merge import merge_dataset, write_masks
 from lensinfer.data.store import ShardData, write_shard
-from lensinfer.models.flow import FastRQSTransform, FlowPosterior, build_flow_posterior
+from lensinfer.models.flow import FastRQSTransform, FlowPosterior, build_flow_posterior, fast_asinh
 from lensinfer.npe import dataset_curves as npe_curves
 from lensinfer.npe import gamma_curves, infer_observations, kde_log_density, posterior_samples
 from lensinfer.train import load_estimator, train_flow_posterior, train_ratio_estimator
@@ -160,6 +160,41 @@ def test_stretch_is_arcsinh_about_the_zero_flux_level_and_is_saved(tmp_path, sin
     _train(tmp_path / "m", single, dict(FLOW, embedding=dict(FLOW["embedding"], stretch=0.5)), 1)
     _, model, _ = load_estimator(tmp_path / "m" / "model.pt")
     assert model.stretch == 0.5 and model.zero_level.tolist() == pytest.approx(list(w.zero_level))
+
+
+def test_fast_asinh_matches_float64_asinh_and_its_gradient():
+    u = torch.cat([torch.linspace(-50, 50, 20001), torch.logspace(-12, 18, 301), -torch.logspace(-12, 18, 301),
+                   torch.zeros(1)])
+    exact = torch.asinh(u.double())
+    got = fast_asinh(u).double()
+    assert ((got - exact).abs() <= 3e-7 * exact.abs() + 1e-30).all()
+    assert torch.equal(torch.signbit(got), torch.signbit(u))  # odd, −0 included
+    assert torch.isfinite(fast_asinh(torch.tensor([1e30, -1e30, 3e38]))).all()  # clamped, no inf/inf
+    v = torch.linspace(-30, 30, 601, dtype=torch.float32, requires_grad=True)
+    (grad,) = torch.autograd.grad(fast_asinh(v).sum(), v)
+    torch.testing.assert_close(grad, 1 / torch.sqrt(1 + v.detach() ** 2), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("in_channels", [1, 2])
+def test_fused_inference_copy_equals_the_eval_model(in_channels):
+    """FlowPosterior.fused (load_flow's copy): BatchNorm folded, channels_last — same contexts and samples."""
+    torch.manual_seed(6)
+    model = FlowPosterior(3, in_channels, depth="small", width=4, transforms=2, hidden_features=[8],
+                          context_features=4, stretch=0.2, zero_level=-0.3)
+    model.train()
+    with torch.no_grad():  # non-trivial running statistics
+        for _ in range(3):
+            model.embed(torch.randn(8, in_channels, 20, 20) * 2 + 1)
+    model.eval()
+    fused = model.fused()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert not any(p.requires_grad for p in fused.parameters()) and model.embedding.stem[1].weight.requires_grad
+    x = torch.randn(5, in_channels, 20, 20) * 3
+    with torch.no_grad():
+        torch.testing.assert_close(fused.embed(x), model.embed(x), rtol=1e-4, atol=1e-5)
+        a = fused.sample(x, 6, generator=torch.Generator().manual_seed(1))
+        b = model.sample(x, 6, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
 
 
 # --- whitening, stats, multi-band ------------------------------------------------------------------------------------

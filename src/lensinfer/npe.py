@@ -46,13 +46,14 @@ KDE_FLOOR = -50.0
 
 
 def load_flow(model_path: str | Path, device: str | torch.device = "cpu") -> tuple[FlowPosterior, Whitening]:
-    """A trained posterior estimator (``kind: npe``) and its whitening (targets included)."""
+    """A trained posterior estimator (``kind: npe``), as its inference copy (:meth:`FlowPosterior.fused`: BatchNorm
+    folded into the convolutions, channels_last), and its whitening (targets included)."""
     from .train import load_estimator
 
     kind, model, whitening = load_estimator(model_path, device)
     if kind != "npe":
         raise ValueError(f"{model_path} is a {kind!r} model, not a posterior estimator (npe)")
-    return model, whitening  # type: ignore[return-value]
+    return model.fused(), whitening  # type: ignore[union-attr]
 
 
 def log_prior(spec: Any, grid: np.ndarray) -> np.ndarray:

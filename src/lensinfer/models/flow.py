@@ -42,10 +42,10 @@ from zuko.transforms import MonotonicRQSTransform, Transform
 from zuko.utils import unpack
 
 from . import spline
-from .ratio import ResNetEmbedding
+from .ratio import ResNetEmbedding, fused_copy
 
-__all__ = ["FastRQSTransform", "FlowPosterior", "build_flow_posterior", "flow_loss", "EMBEDDING_DEFAULTS",
-           "FLOW_DEFAULTS"]
+__all__ = ["FastRQSTransform", "FlowPosterior", "fast_asinh", "build_flow_posterior", "flow_loss",
+           "EMBEDDING_DEFAULTS", "FLOW_DEFAULTS"]
 
 #: embedding defaults: those of the ``model`` section of the config schema
 EMBEDDING_DEFAULTS: dict[str, Any] = {"depth": "18", "width": 64, "dropout": 0.0, "stretch": None}
@@ -152,6 +152,15 @@ class _CouplingInverse:
         return x
 
 
+def fast_asinh(u: Tensor) -> Tensor:
+    """asinh(u) = sign(u)·log1p(|u| + u²/(1 + √(u² + 1))) from vectorised elementwise ops: PyTorch's CPU ``asinh`` is
+    a scalar loop (~3× slower on a batch of images). Within 2e-7 relative of float64 asinh for |u| ≤ 1e18 (|u| is
+    clamped there: u² must not overflow float32); gradients via autograd."""
+    a = u.abs().clamp_max(1e18)
+    a2 = a * a
+    return torch.copysign(torch.log1p(a + a2 / (1 + torch.sqrt(a2 + 1))), u)
+
+
 class FlowPosterior(nn.Module):
     """q(θ' | x): ResNet features → Linear → context of a conditional zuko NSF/MAF over whitened targets θ' (B, P).
 
@@ -187,8 +196,13 @@ class FlowPosterior(nn.Module):
         logarithmic on the bright lens light — the faint arcs keep their contrast; Lupton et al. 1999)."""
         x = self._image(x)
         if self.stretch is not None:
-            x = torch.asinh((x - self.zero_level.to(x.dtype)[:, None, None]) / self.stretch)
-        return self.project(self.embedding(x)).float()
+            x = fast_asinh((x - self.zero_level.to(x.dtype)[:, None, None]) / self.stretch)
+        return self.project(self.embedding(x.contiguous(memory_format=torch.channels_last))).float()
+
+    def fused(self) -> "FlowPosterior":
+        """An inference copy: the trunk's BatchNorms folded into its convolutions (exact in eval mode, up to
+        rounding), channels_last weights, no gradients (:func:`lensinfer.models.ratio.fused_copy`). Not trainable."""
+        return fused_copy(self)
 
     def log_prob_features(self, theta: Tensor, features: Tensor) -> Tensor:
         """log q(θ'|x) (…, B) of whitened θ' (…, B, P) (or (…, B) when P = 1) given the context (B, F)."""

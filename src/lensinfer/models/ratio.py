@@ -23,7 +23,7 @@ grid), and a training step runs the trunk on both the joint and the marginal pai
 from __future__ import annotations
 
 import copy
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -36,10 +36,13 @@ __all__ = [
     "ResNetEmbedding",
     "RatioEstimator",
     "build_ratio_estimator",
+    "fuse_batchnorm_",
+    "fused_copy",
     "ratio_loss",
 ]
 
 Depth = Literal["small", "18", "34", "50"]
+_M = TypeVar("_M", bound=nn.Module)
 Conditioning = Literal["late", "film"]
 
 _CONFIGS: dict[str, tuple[str, list[int]]] = {
@@ -173,6 +176,30 @@ class ResNetEmbedding(nn.Module):
         return torch.flatten(self.pool(h), 1)
 
 
+def fuse_batchnorm_(emb: ResNetEmbedding) -> ResNetEmbedding:
+    """Fold every BatchNorm of an eval-mode trunk into the convolution before it, in place (exact up to rounding:
+    y = γ(Wx − μ)/√(σ² + ε) + β is again a convolution)."""
+    emb.stem[1], emb.stem[2] = fuse_conv_bn_eval(emb.stem[1], emb.stem[2]), nn.Identity()
+    for blk in emb.layers:
+        for conv, bn in (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")):
+            if hasattr(blk, bn):
+                setattr(blk, conv, fuse_conv_bn_eval(getattr(blk, conv), getattr(blk, bn)))
+                setattr(blk, bn, nn.Identity())
+        if isinstance(blk.shortcut, nn.Sequential):
+            blk.shortcut = fuse_conv_bn_eval(blk.shortcut[0], blk.shortcut[1])
+    return emb
+
+
+def fused_copy(model: _M) -> _M:
+    """An inference copy of a model with a ResNet trunk at ``model.embedding``: eval mode, BatchNorm folded into the
+    convolutions (:func:`fuse_batchnorm_`), channels_last weights, no gradients."""
+    model = copy.deepcopy(model).eval()
+    fuse_batchnorm_(model.embedding)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(memory_format=torch.channels_last)
+
+
 class RatioEstimator(nn.Module):
     """d(x, θ) ≈ log r(x|θ): ResNet features and θ through fc(F+P → H) → ReLU → fc(H → 1); late fusion or FiLM."""
 
@@ -232,19 +259,7 @@ class RatioEstimator(nn.Module):
     def fused(self) -> "RatioEstimator":
         """An inference copy: every BatchNorm folded into its convolution (exact in eval mode, up to rounding) and
         channels_last weights — about half the CPU time of the eager trunk (``bench/infer.py``). Not trainable."""
-        model = copy.deepcopy(self).eval()
-        emb = model.embedding
-        emb.stem[1], emb.stem[2] = fuse_conv_bn_eval(emb.stem[1], emb.stem[2]), nn.Identity()
-        for blk in emb.layers:
-            for conv, bn in (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")):
-                if hasattr(blk, bn):
-                    setattr(blk, conv, fuse_conv_bn_eval(getattr(blk, conv), getattr(blk, bn)))
-                    setattr(blk, bn, nn.Identity())
-            if isinstance(blk.shortcut, nn.Sequential):
-                blk.shortcut = fuse_conv_bn_eval(blk.shortcut[0], blk.shortcut[1])
-        for p in model.parameters():
-            p.requires_grad_(False)
-        return model.to(memory_format=torch.channels_last)
+        return fused_copy(self)
 
     def log_ratio_grid(self, x: Tensor, grid: Tensor, chunk: int = 4096) -> Tensor:
         """Logits (B, G) of every image with every grid value (whitened θ, (G,)); eval mode, no dropout.
