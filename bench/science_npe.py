@@ -9,8 +9,8 @@ loader's :class:`~lensinfer.data.loader.NoiseModel` draws HST-like noise), ``len
 ``lensinfer.diagnostics`` (``regression_metrics``, ``tarp_test``).
 
 **Configuration** (``config/config.yaml`` with the overrides of :func:`bench_config`): by default the HST-like
-grid, **0.04″/pix, 100×100** (~16 s per epoch over 10 k images on this 2-core machine when idle: 85 epochs,
-~27 min in all); ``--pixel-scale 0.08 --num-pix 50`` is the demo grid (~7 s per epoch). Gaussian PSF FWHM 1.8
+grid, **0.04″/pix, 100×100** (~13 s per epoch over 10 k images on this 2-core machine when idle: 120 epochs,
+~27 min in all); ``--pixel-scale 0.08 --num-pix 50`` is the demo grid (a quarter of the pixels). Gaussian PSF FWHM 1.8
 pixels, 2200 s; Sérsic lens light + Sérsic source; **no subhalos** (N_sub = 0; macro model only). Lens prior
 (``--prior``):
 
@@ -217,7 +217,7 @@ def main() -> None:
     ap.add_argument("--n-val", type=int, default=1000)
     ap.add_argument("--n-test", type=int, default=500)
     ap.add_argument("--test-samples", type=int, default=2000, help="posterior samples per test lens (R², TARP)")
-    ap.add_argument("--max-epochs", type=int, default=85)
+    ap.add_argument("--max-epochs", type=int, default=120)
     ap.add_argument("--timing-lenses", type=int, default=250, help="lenses timed (scaled to 2500); 2500 = no scaling")
     ap.add_argument("--pixel-scale", type=float, default=0.04, help="arcsec/pixel (demo grid: 0.08 with --num-pix 50)")
     ap.add_argument("--num-pix", type=int, default=100)
