@@ -20,8 +20,9 @@ max-pooling take about 2/3 of the NCHW time of a ResNet training step (``bench/t
 autocast (same exponent range as float32, so no GradScaler is needed), cuDNN autotuning. On CPU: deterministic
 kernels (``torch.use_deterministic_algorithms``), so a run is reproducible bit for bit; the NaN-filling of fresh
 tensors that comes with that mode (``torch.utils.deterministic.fill_uninitialized_memory``, a debugging aid: no
-kernel used here reads memory it has not written) is switched off — it cost ~10 % of a step. A checkpoint (model, optimiser, scheduler, RNG states, history) is written atomically every epoch; a
-killed run resumes from it when the training settings and data agree (its fingerprint).
+kernel used here reads memory it has not written) is switched off — it cost ~10 % of a step. A checkpoint (model,
+optimiser, scheduler, RNG states, history) is written atomically every epoch; a killed run resumes from it when the
+training settings and data agree (its fingerprint).
 """
 
 from __future__ import annotations
