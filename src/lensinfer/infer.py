@@ -21,6 +21,7 @@ import torch
 from .curves import Interval, combine, grid_centres, interval, mle, normalise, summarise_curve, wilks_threshold
 from .data.loader import Whitening
 from .models.ratio import RatioEstimator
+from .progress import progress
 
 __all__ = [
     "grid_centres",
@@ -47,9 +48,11 @@ def log_ratio_curves(model: RatioEstimator, whitening: Whitening, images: np.nda
     model.eval()
     theta = torch.as_tensor(whitening.theta(np.asarray(grid, dtype=np.float64)), dtype=torch.float32, device=device)
     out = []
-    for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(whitening.images(images[i:i + batch_size], masks[i:i + batch_size])).to(device)
-        out.append(model.log_ratio_grid(x, theta).float().cpu().numpy())
+    with progress(len(images), "NRE γ curves") as bar:
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(whitening.images(images[i:i + batch_size], masks[i:i + batch_size])).to(device)
+            out.append(model.log_ratio_grid(x, theta).float().cpu().numpy())
+            bar.update(len(x))
     return np.concatenate(out) if out else np.zeros((0, len(grid)))
 
 
@@ -71,8 +74,11 @@ def dataset_curves(model_path: str | Path, merged_dir: str | Path, masks_path: s
                                 shuffle=False, drop_last=False, noise=noise_model_of(data))
     grid = grid_centres(grid_cfg["low"], grid_cfg["high"], grid_cfg["n"])
     theta = torch.as_tensor(whitening.theta(grid), dtype=torch.float32)
-    with torch.inference_mode():
-        curves = [model.log_ratio_grid(x, theta).float().numpy() for x, _ in loader]
+    curves = []
+    with torch.inference_mode(), progress(len(data), f"NRE γ curves of {data.manifest.dataset}", unit="image") as bar:
+        for x, _ in loader:
+            curves.append(model.log_ratio_grid(x, theta).float().numpy())
+            bar.update(len(x))
     curves_arr = normalise(np.concatenate(curves))
     np.savez(out_path, grid=grid, curves=curves_arr, gamma=data.column("gamma_pop"), n_sub=data.column("n_sub"))
     return curves_arr
