@@ -45,7 +45,7 @@ def test_recalibrated_intervals_lenses_and_source():
     assert not res.misspecification_checked and res.flagged == []
     rst = front_page_rst([res], source="mock")
     assert "NRE 1.58 [1.44, 1.71] (68 %)" in rst and "of 13 observed lenses" in rst
-    assert "mock — simulated HST-like frames" in rst and "† the interval reaches the edge" in rst
+    assert "mock — simulated frames, not real data" in rst and "† the interval reaches the edge" in rst
     assert "Misspecification" not in rst  # no check in the summary: nothing claimed
     html = _docutils_html(rst)  # valid reStructuredText: docutils halts on any warning here
     assert "<table" in html and "[1.10†, 1.90]" in html

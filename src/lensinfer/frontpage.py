@@ -29,7 +29,7 @@ __all__ = ["LevelInterval", "EstimatorResult", "read_result", "front_page_rst", 
 
 ESTIMATOR_LABELS = {"nre": "NRE (likelihood-ratio estimator)", "npe": "NPE (flow posterior)"}
 SOURCE_LABELS = {
-    "mock": "mock — simulated HST-like frames (the offline demo, not real data)",
+    "mock": "mock — simulated frames, not real data (the offline demo)",
     "local": "local FITS files",
     "mast": "HST images downloaded from MAST",
 }
