@@ -26,6 +26,7 @@ include: "rules/diagnose.smk"
 include: "rules/observe.smk"
 include: "rules/infer.smk"
 include: "rules/plot.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -168,6 +168,7 @@ def all_targets():
             dataset=config["inference"]["cdm_datasets"],
         ),
         *plot_targets(),
+        "results/report/result.html",  # the report's front page (rules/report.smk)
     ]
 
 

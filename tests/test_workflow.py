@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -85,6 +86,50 @@ def test_report_builds(workdir):
     assert "coverage" in html.lower() and len(html) > 10_000
 
 
+def test_report_front_page_in_a_browser(workdir):
+    """results/report.html of the test config, opened in headless Chromium: the landing page states the combined γ
+    per estimator with its intervals and shows the headline figure; every figure is in the report with a caption
+    that says what to look for."""
+    from .browser import RenderedPage, chromium, dump_dom, report_variable, screenshot
+
+    if chromium() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
+    page = workdir / "results" / "report.html"
+    snakemake(workdir, "--report", str(page))
+    dom = dump_dom(page)
+    rendered = RenderedPage(dom)
+    text = rendered.text
+
+    assert "Combined population slope γ of 3 observed lenses" in text
+    assert "Observations: mock" in text and "68 % interval" in text and "95 % interval" in text
+    for est in ("nre", "npe"):
+        summary = json.loads((workdir / f"results/inference/{est}/summary.json").read_text())
+        combined = summary["combined"]
+        for level in ("0.68", "0.95"):
+            iv = combined["intervals"][level]["recalibrated"]  # the test config calibrates: recalibrated intervals
+            low = f"{iv['low']:.2f}" + ("†" if iv["low_open"] else "")
+            high = f"{iv['high']:.2f}" + ("†" if iv["high_open"] else "")
+            assert f"[{low}, {high}]" in text, (est, level, text[:2000])
+        assert f"{est.upper()} {combined['mle']:.2f} [" in text  # the headline sentence, per estimator
+
+    # the headline figure is on the landing page: the very bytes of the NRE γ-curve figure
+    headline = (workdir / "results/plots/nre/gamma_curves.png").read_bytes()
+    shown = [base64.b64decode(src.split(",", 1)[1]) for src in rendered.images if src.startswith("data:image/png;base64,")]
+    assert headline in shown
+
+    # every figure of the run is in the report, with a caption that says what to look for
+    results = report_variable(dom, "results")
+    figures = {str(p.relative_to(workdir)) for p in (workdir / "results/plots").rglob("*.png")}
+    assert len(figures) >= 12 and figures <= set(results)
+    for path, entry in results.items():
+        if entry["mime_type"] == "image/png":
+            assert entry["data_uri"].startswith("data:image/png"), path
+            assert "look for" in entry["caption"].lower(), f"{path}: caption does not say what to look for"
+
+    shot = screenshot(page, workdir / "report.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def _variant(workdir: Path, name: str, edit) -> Path:
     cfg = yaml.safe_load((workdir / "config.yaml").read_text())
     edit(cfg)
@@ -96,7 +141,7 @@ def _variant(workdir: Path, name: str, edit) -> Path:
 # estimator: both — the train section drives both estimators
 DOWNSTREAM_OF_TRAIN = {"train_nre", "train_flow", "curves", "calibrate", "infer", "infer_flow", "infer_cdm",
                        "posterior_samples", "diagnose", "plot_training", "plot_coverage", "plot_gamma_curves",
-                       "plot_npe_samples", "plot_estimator_comparison", "all"}
+                       "plot_npe_samples", "plot_estimator_comparison", "report_front_page", "all"}
 
 
 def test_training_change_reruns_only_training_and_downstream(workdir):
@@ -110,7 +155,7 @@ def test_flow_change_reruns_only_the_npe_branch(workdir):
     planned = planned_rules(snakemake(workdir, "-n", configfile=cfg))
     assert planned == {"train_flow", "curves", "calibrate", "infer_flow", "infer_cdm", "posterior_samples", "diagnose",
                        "plot_training", "plot_coverage", "plot_gamma_curves", "plot_npe_samples",
-                       "plot_estimator_comparison", "all"}
+                       "plot_estimator_comparison", "report_front_page", "all"}
 
 
 def test_prior_change_reruns_simulation(workdir):
@@ -123,7 +168,7 @@ def test_calibration_change_reruns_only_calibration_and_downstream(workdir):
     cfg = _variant(workdir, "cal", lambda c: c["calibrate"].update(n_nominal=25))
     planned = planned_rules(snakemake(workdir, "-n", configfile=cfg))
     assert planned == {"calibrate", "infer", "infer_flow", "infer_cdm", "plot_coverage", "plot_gamma_curves",
-                       "plot_estimator_comparison", "all"}
+                       "plot_estimator_comparison", "report_front_page", "all"}
 
 
 def test_cosmos_sources_add_the_cache_stage(workdir):

@@ -6,7 +6,7 @@
     falls in bin i) and under the marginal p(x) (all validation images); log r_c = log p̂(s|θ_i) − log p̂_ref(s|θ_i).
     The bandwidths are chosen by cross-validated likelihood (the reference fixed 0.1 and left its CV helper unused).
 (b) **Coverage-recalibrated thresholds.** An interval {θ : −2Δlog r̂(θ) ≤ t} (the connected part around the maximum,
-    crossings interpolated, :func:`lensinfer.infer.interval`) covers the true γ exactly when t ≥ t*, the
+    crossings interpolated, :func:`lensinfer.curves.interval`) covers the true γ exactly when t ≥ t*, the
     *covering threshold* of that curve (:func:`covering_thresholds`). On test sets at fixed γ values, the empirical
     distribution of t* therefore gives everything at once: the coverage of the Wilks thresholds χ²₁ isf(1 − p) for
     every nominal p, and the recalibrated threshold for a target coverage p as the p-quantile of t* — no grid of
@@ -30,7 +30,7 @@ import numpy as np
 from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KernelDensity
 
-from .infer import combine, normalise, wilks_threshold
+from .curves import combine, normalise, wilks_threshold
 
 __all__ = [
     "make_sets",
@@ -63,7 +63,7 @@ def make_sets(true_gamma: np.ndarray, set_size: int, n_sets: int, rng: np.random
 
 
 def covering_thresholds(grid: np.ndarray, curves: np.ndarray, truths: np.ndarray) -> np.ndarray:
-    """Smallest t for which :func:`lensinfer.infer.interval` (curve, t) contains the truth, per curve (B,).
+    """Smallest t for which :func:`lensinfer.curves.interval` (curve, t) contains the truth, per curve (B,).
 
     With stat = −2(log r̂ − max) and k the best grid point, the interval reaches a truth between grid points j and
     j + 1 (beyond k) iff t ≥ stat at every grid point from k to j and t ≥ the linear interpolation of stat at the

@@ -6,22 +6,22 @@ evaluations instead of 150 ResNet passes per image; ``bench/infer.py`` measures 
 estimators fall back to one pass per grid point. Curves are normalised to a maximum of 0; the
 combined curve of N lenses is the sum of their curves (independent lenses, flat prior on the grid range).
 Intervals are {θ : −2Δlog r̂(θ) ≤ t}, with the crossings located by linear interpolation between grid points
-(the reference took the nearest grid point) and flagged when they hit the grid edge.
+(the reference took the nearest grid point) and flagged when they hit the grid edge. That curve algebra lives in
+:mod:`lensinfer.curves` (shared with :mod:`lensinfer.calibrate`) and is re-exported here.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
-from scipy.stats import chi2
 
+from .curves import Interval, combine, grid_centres, interval, mle, normalise, summarise_curve, wilks_threshold
 from .data.loader import Whitening
 from .models.ratio import RatioEstimator
+from .progress import progress
 
 __all__ = [
     "grid_centres",
@@ -41,12 +41,6 @@ __all__ = [
 ]
 
 
-def grid_centres(low: float, high: float, n: int) -> np.ndarray:
-    """Centres of ``n`` equal bins on [low, high] (reference: 150 centres of linspace(1.1, 2.9, 151))."""
-    edges = np.linspace(low, high, n + 1)
-    return 0.5 * (edges[1:] + edges[:-1])
-
-
 @torch.inference_mode()
 def log_ratio_curves(model: RatioEstimator, whitening: Whitening, images: np.ndarray, masks: np.ndarray,
                      grid: np.ndarray, batch_size: int = 64, device: str | torch.device = "cpu") -> np.ndarray:
@@ -54,89 +48,12 @@ def log_ratio_curves(model: RatioEstimator, whitening: Whitening, images: np.nda
     model.eval()
     theta = torch.as_tensor(whitening.theta(np.asarray(grid, dtype=np.float64)), dtype=torch.float32, device=device)
     out = []
-    for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(whitening.images(images[i:i + batch_size], masks[i:i + batch_size])).to(device)
-        out.append(model.log_ratio_grid(x, theta).float().cpu().numpy())
+    with progress(len(images), "NRE γ curves") as bar:
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(whitening.images(images[i:i + batch_size], masks[i:i + batch_size])).to(device)
+            out.append(model.log_ratio_grid(x, theta).float().cpu().numpy())
+            bar.update(len(x))
     return np.concatenate(out) if out else np.zeros((0, len(grid)))
-
-
-def normalise(curves: np.ndarray) -> np.ndarray:
-    """Subtract each curve's maximum (reference ``get_logrs``)."""
-    return curves - curves.max(axis=-1, keepdims=True)
-
-
-def combine(curves: np.ndarray) -> np.ndarray:
-    """Combined normalised curve of independent lenses: Σ_i log r̂(x_i|θ), renormalised."""
-    return normalise(normalise(curves).sum(axis=0))
-
-
-def mle(grid: np.ndarray, curve: np.ndarray) -> float:
-    """Maximum of the curve, refined by the parabola through the best grid point and its neighbours."""
-    k = int(np.argmax(curve))
-    if k == 0 or k == len(grid) - 1:
-        return float(grid[k])
-    y0, y1, y2 = curve[k - 1], curve[k], curve[k + 1]
-    denom = y0 - 2 * y1 + y2
-    if denom >= 0:
-        return float(grid[k])
-    shift = 0.5 * (y0 - y2) / denom
-    return float(grid[k] + np.clip(shift, -0.5, 0.5) * (grid[1] - grid[0]))
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A confidence interval; ``*_open`` is True where it runs into the grid edge (the prior bound)."""
-
-    low: float
-    high: float
-    low_open: bool
-    high_open: bool
-
-    def contains(self, value: float) -> bool:
-        return self.low <= value <= self.high
-
-
-def interval(grid: np.ndarray, curve: np.ndarray, threshold: float) -> Interval:
-    """{θ : −2(log r̂(θ) − max) ≤ threshold}, the connected part around the maximum, linearly interpolated."""
-    stat = -2.0 * (curve - curve.max())
-    k = int(np.argmax(curve))
-    lo_open = hi_open = False
-    j = k
-    while j > 0 and stat[j - 1] <= threshold:
-        j -= 1
-    if j == 0:
-        low, lo_open = float(grid[0]), True
-    else:
-        f = (threshold - stat[j]) / (stat[j - 1] - stat[j])
-        low = float(grid[j] + f * (grid[j - 1] - grid[j]))
-    j = k
-    while j < len(grid) - 1 and stat[j + 1] <= threshold:
-        j += 1
-    if j == len(grid) - 1:
-        high, hi_open = float(grid[-1]), True
-    else:
-        f = (threshold - stat[j]) / (stat[j + 1] - stat[j])
-        high = float(grid[j] + f * (grid[j + 1] - grid[j]))
-    return Interval(low, high, lo_open, hi_open)
-
-
-def wilks_threshold(level: float) -> float:
-    """Nominal threshold χ²₁ isf(1 − level): 1.0 for 68.27 %, 3.84 for 95 %."""
-    return float(chi2.isf(1.0 - level, df=1))
-
-
-def summarise_curve(grid: np.ndarray, curve: np.ndarray, levels: Iterable[float],
-                    thresholds: dict[str, float] | None = None) -> dict:
-    """MLE and, for every level, the Wilks interval and (if given) the coverage-recalibrated interval."""
-    out: dict = {"mle": mle(grid, curve), "intervals": {}}
-    for level in levels:
-        key = f"{level:g}"
-        entry = {"nominal": asdict(interval(grid, curve, wilks_threshold(level)))}
-        if thresholds and key in thresholds:
-            entry["recalibrated"] = asdict(interval(grid, curve, thresholds[key]))
-            entry["recalibrated_threshold"] = thresholds[key]
-        out["intervals"][key] = entry
-    return out
 
 
 def dataset_curves(model_path: str | Path, merged_dir: str | Path, masks_path: str | Path, grid_cfg: dict,
@@ -157,8 +74,11 @@ def dataset_curves(model_path: str | Path, merged_dir: str | Path, masks_path: s
                                 shuffle=False, drop_last=False, noise=noise_model_of(data))
     grid = grid_centres(grid_cfg["low"], grid_cfg["high"], grid_cfg["n"])
     theta = torch.as_tensor(whitening.theta(grid), dtype=torch.float32)
-    with torch.inference_mode():
-        curves = [model.log_ratio_grid(x, theta).float().numpy() for x, _ in loader]
+    curves = []
+    with torch.inference_mode(), progress(len(data), f"NRE γ curves of {data.manifest.dataset}", unit="image") as bar:
+        for x, _ in loader:
+            curves.append(model.log_ratio_grid(x, theta).float().numpy())
+            bar.update(len(x))
     curves_arr = normalise(np.concatenate(curves))
     np.savez(out_path, grid=grid, curves=curves_arr, gamma=data.column("gamma_pop"), n_sub=data.column("n_sub"))
     return curves_arr

@@ -36,6 +36,7 @@ from scipy import stats as sps
 from .data.loader import ChunkShuffleLoader, MergedDataset, Whitening, noise_model_of
 from .infer import grid_centres, load_observations, normalise, summarise_observations
 from .models.flow import FlowPosterior
+from .progress import progress
 
 __all__ = ["load_flow", "log_prior", "gamma_curves", "kde_log_density", "dataset_curves", "posterior_samples",
            "infer_observations", "sample_images"]
@@ -141,9 +142,12 @@ def dataset_curves(model_path: str | Path, merged_dir: str | Path, masks_path: s
     data = MergedDataset(merged_dir, masks_path)
     grid = _grid(grid_cfg)
     gen = torch.Generator().manual_seed(int(seed))
-    curves = [gamma_curves(model, whitening, f, grid, n_samples=n_samples, generator=gen, gamma_prior=gamma_prior,
-                           bounds=(float(grid_cfg["low"]), float(grid_cfg["high"])))
-              for f in _features(model, _dataset_loader(data, whitening, batch_size))]
+    curves = []
+    with progress(len(data), f"NPE γ curves of {data.manifest.dataset}", unit="image") as bar:
+        for f in _features(model, _dataset_loader(data, whitening, batch_size)):
+            curves.append(gamma_curves(model, whitening, f, grid, n_samples=n_samples, generator=gen,
+                                       gamma_prior=gamma_prior, bounds=(float(grid_cfg["low"]), float(grid_cfg["high"]))))
+            bar.update(len(f))
     # float32 like the NRE curves (same npz format)
     curves_arr = (np.concatenate(curves) if curves else np.zeros((0, len(grid)))).astype(np.float32)
     np.savez(out_path, grid=grid, curves=curves_arr, gamma=data.column(GAMMA), n_sub=data.column("n_sub"))
@@ -158,9 +162,11 @@ def posterior_samples(model_path: str | Path, merged_dir: str | Path, masks_path
     data = MergedDataset(merged_dir, masks_path)
     gen = torch.Generator().manual_seed(int(seed))
     out = []
-    for f in _features(model, _dataset_loader(data, whitening, batch_size)):
-        z = model.sample_features(f, int(n_samples), generator=gen)
-        out.append(whitening.unparams(z).float().numpy())
+    with progress(len(data), f"posterior samples of {data.manifest.dataset}", unit="image") as bar:
+        for f in _features(model, _dataset_loader(data, whitening, batch_size)):
+            z = model.sample_features(f, int(n_samples), generator=gen)
+            out.append(whitening.unparams(z).float().numpy())
+            bar.update(len(f))
     samples = np.concatenate(out) if out else np.zeros((0, int(n_samples), len(whitening.targets)), np.float32)
     truths = np.column_stack([data.column(t) for t in whitening.targets])
     columns = np.array(whitening.targets)
@@ -174,11 +180,13 @@ def sample_images(model: FlowPosterior, whitening: Whitening, images: np.ndarray
                   ) -> tuple[np.ndarray, torch.Tensor]:
     """(de-whitened samples (B, S, P), flow contexts (B, F)) of raw images (B, [C,] H, W) with masks (B, H, W)."""
     feats, out = [], []
-    for i in range(0, len(images), batch_size):
-        x = torch.from_numpy(whitening.images(images[i:i + batch_size], masks[i:i + batch_size]))
-        f = model.embed(x)
-        feats.append(f)
-        out.append(whitening.unparams(model.sample_features(f, n_samples, generator=generator)).float().numpy())
+    with progress(len(images), "NPE posterior samples") as bar:
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(whitening.images(images[i:i + batch_size], masks[i:i + batch_size]))
+            f = model.embed(x)
+            feats.append(f)
+            out.append(whitening.unparams(model.sample_features(f, n_samples, generator=generator)).float().numpy())
+            bar.update(len(x))
     return np.concatenate(out), torch.cat(feats)
 
 

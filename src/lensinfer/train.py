@@ -44,6 +44,7 @@ from .data.loader import (ChunkShuffleLoader, DihedralAugmentation, MergedDatase
                           noise_model_of)
 from .models.flow import FLOW_DEFAULTS, build_flow_posterior, flow_loss
 from .models.ratio import build_ratio_estimator, ratio_loss
+from .progress import format_duration, time_left
 from .seeds import config_hash, torch_seed
 
 __all__ = ["resolve_device", "build_optimizer", "train_ratio_estimator", "train_flow_posterior", "flow_targets", "load_model",
@@ -211,6 +212,7 @@ def _fit(
     if bad_epochs >= int(es["patience"]):  # the checkpointed run had already stopped early: it is finished
         log.info("checkpoint %s is of a run that stopped early; nothing left to train", ckpt_path)
         max_epochs = start_epoch
+    t_start = time.perf_counter()
     for epoch in range(start_epoch, max_epochs):
         t0 = time.perf_counter()
         model.train()
@@ -236,8 +238,11 @@ def _fit(
         row = {"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": val_loss,
                "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - t0}
         history.append(row)
-        log.info("%s epoch %d train %.4f val %.4f lr %.2g (%.1f s)", kind, epoch, row["train_loss"], val_loss, row["lr"],
-                 row["seconds"])
+        # one line per epoch: losses, learning rate, and the time left at the mean epoch time (early stopping may end
+        # the run sooner)
+        left = time_left(time.perf_counter() - t_start, epoch + 1 - start_epoch, max_epochs - start_epoch)
+        log.info("%s epoch %d/%d train %.4f val %.4f lr %.2g (%.1f s; ≈ %s left)", kind, epoch + 1, max_epochs,
+                 row["train_loss"], val_loss, row["lr"], row["seconds"], format_duration(left))
         if val_loss < best["loss"] - float(es["min_delta"]):
             bad_epochs = 0
         else:
