@@ -133,18 +133,6 @@ def merged(dataset):
     }
 
 
-def raw_frame(wildcards):
-    source = config["observations"]["source"]
-    if source == "local":
-        entry = next(
-            e
-            for e in config["observations"]["lenses"]
-            if not isinstance(e, str) and e["name"] == wildcards.lens
-        )
-        return str(Path(config["observations"]["local_dir"]) / entry["file"])
-    return f"results/observations/raw/{wildcards.lens}/science.fits"
-
-
 def all_shards():
     """Every shard: they are the data store the merged manifests point to, so a deleted one is regenerated
     (Snakemake does not rerun a finished job for a missing input unless that input is itself a target).
