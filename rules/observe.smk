@@ -9,9 +9,8 @@
 # lens's data, so adding a lens or changing e.g. the exposure time neither re-downloads nor re-preprocesses the
 # others; switching the source changes preprocess's inputs and params, so the observation branch reruns.
 
+# (the paths below are lensinfer.observe.sources.MOCK_DIR / MAST_DIR, which preprocess's inputs are built from)
 from lensinfer.observe.sources import (
-    MAST_DIR,
-    MOCK_DIR,
     fetch_params,
     observation_inputs,
     preprocess_params,
@@ -26,8 +25,8 @@ rule observe_mock:
     input:
         COSMOS_PREPARED,
     output:
-        frames=expand(MOCK_DIR + "/{lens}/science.fits", lens=LENSES),
-        truths=expand(MOCK_DIR + "/{lens}/truth.json", lens=LENSES),
+        frames=expand("results/observations/mock/{lens}/science.fits", lens=LENSES),
+        truths=expand("results/observations/mock/{lens}/truth.json", lens=LENSES),
     log:
         "logs/observe/mock.log",
     conda:
@@ -45,8 +44,8 @@ rule observe_mock:
 
 rule fetch_hst:
     output:
-        frame=MAST_DIR + "/{lens}/science.fits",
-        manifest=MAST_DIR + "/{lens}/manifest.json",
+        frame="results/observations/mast/{lens}/science.fits",
+        manifest="results/observations/mast/{lens}/manifest.json",
     log:
         "logs/observe/fetch_{lens}.log",
     conda:

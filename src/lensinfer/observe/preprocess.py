@@ -551,7 +551,7 @@ def reference_cutout(
         "zero_point_in": zp,
         "zero_point_out": zp,
         "zero_point_flux_scale": 1.0,
-        "units": "electrons/s as in the frame (raw count rate, sky and lens light included)",
+        "units": "electrons/s, raw (sky and lens light included)",
         "noise_sigma": sigma,
         "noise_sigma_method": "3-sigma-clipped std of neighbour differences / sqrt(2) in the four N/8 corners",
         "n_invalid_pixels": n_invalid,
@@ -607,7 +607,10 @@ def _diagnostic_figure(
     shown = ax_snr.imshow(snr, origin="lower", cmap="viridis", vmin=-3, vmax=top)
     fig.colorbar(shown, ax=ax_snr, label="image / σ (masked)")
     dx, dy = md["centroid_shift_px_xy"]
-    ax_snr.set_title(f"centroid shift ({dx:+.2f}, {dy:+.2f}) px; mask r = {radius_px:.1f} px")
+    if md.get("preprocess") == "reference":
+        ax_snr.set_title(f"cut at the catalogue position; mask r = {radius_px:.1f} px")
+    else:
+        ax_snr.set_title(f"centroid shift ({dx:+.2f}, {dy:+.2f}) px; mask r = {radius_px:.1f} px")
 
     z = result.noise_sample / sigma
     bins = np.linspace(-5, 5, 81)
