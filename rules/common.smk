@@ -93,9 +93,11 @@ def simulation_params(wildcards):
 
 
 def mock_params(wildcards):
-    """Everything the mock observations depend on."""
+    """Everything the mock observations depend on (of `observations`, only its `mock` section: the preprocessing
+    mode, MAST or local settings do not change the simulated frames)."""
     return canonical(
-        {k: config[k] for k in SIM_SECTIONS} | {"observations": config["observations"]}
+        {k: config[k] for k in SIM_SECTIONS}
+        | {"observations": {"mock": config["observations"]["mock"]}}
     )
 
 

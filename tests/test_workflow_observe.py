@@ -98,14 +98,19 @@ def downloads(folder: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
+#: what the observation branch feeds: the inference summaries of both estimators and the observations figure
+TARGETS = ["results/inference/nre/summary.json", "results/inference/npe/summary.json", "results/plots/observations.png"]
+
+
 @pytest.fixture(scope="module")
 def mast_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The whole test DAG with source: mast (reference preprocessing), the HAPCut transport replaced."""
+    """The test DAG up to the inference summaries with source: mast (reference preprocessing), the HAPCut transport
+    replaced."""
     wd = tmp_path_factory.mktemp("mast")
     frames = hapcut_fixture(wd / "hapcut")
     config = write_config(wd, "mast", lambda c: c.update(observations=mast_observations(MAST_LENSES)))
     env = transport_env(wd / "hapcut")
-    run(wd, config, "--cores", "2", env=env)
+    run(wd, config, "--cores", "2", *TARGETS, env=env)
     return {"wd": wd, "config": config, "env": env, "frames": frames}
 
 
@@ -144,17 +149,17 @@ def test_mast_run_preprocesses_the_download(mast_run: dict) -> None:
     assert not (wd / "results/observations/mock").exists()  # nothing was simulated in place of the data
     assert len(downloads(wd / "hapcut")) == len(MAST_LENSES)
     _check_mast_outputs(wd, frames, MAST_LENSES)
-    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(run(wd, mast_run["config"], "-n"))
+    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(run(wd, mast_run["config"], "-n", *TARGETS))
 
 
 def test_adding_a_lens_or_changing_the_exposure_leaves_the_other_lenses_alone(mast_run: dict) -> None:
     wd = mast_run["wd"]
     more = write_config(wd, "more", lambda c: c.update(observations=mast_observations([*MAST_LENSES, EXTRA_LENS])))
-    counts = job_counts(run(wd, more, "-n"))
+    counts = job_counts(run(wd, more, "-n", *TARGETS))
     assert counts["fetch_hst"] == 1 and counts["preprocess"] == 1 and "observe_mock" not in counts
     exposure = write_config(wd, "exposure", lambda c: (c.update(observations=mast_observations(MAST_LENSES)),
                                                        c["instrument"].update(exposure_time=1000)))
-    planned = planned_rules(run(wd, exposure, "-n"))
+    planned = planned_rules(run(wd, exposure, "-n", *TARGETS))
     assert "simulate_shard" in planned  # the simulations do depend on it
     assert not planned & {"fetch_hst", "preprocess", "observe_mock"}
 
@@ -162,18 +167,24 @@ def test_adding_a_lens_or_changing_the_exposure_leaves_the_other_lenses_alone(ma
 def test_switching_source_reruns_the_observation_branch(mast_run: dict) -> None:
     wd, env = mast_run["wd"], mast_run["env"]
     mock = write_config(wd, "mock", lambda c: None)  # test.yaml: source mock
-    targets = ["results/inference/nre/summary.json", "results/inference/npe/summary.json",
-               "results/plots/observations.png"]
+    targets = TARGETS
     planned = planned_rules(run(wd, mock, "-n", *targets))
     assert {"observe_mock", "preprocess", "infer", "infer_flow", "plot_observations"} <= planned
     assert not planned & {"fetch_hst", "simulate_shard", "merge", "train_nre", "train_flow", "calibrate"}
     run(wd, mock, "--cores", "2", *targets, env=env)
-    mock_lenses = [json.loads(p.read_text())["name"] for p in sorted((wd / "results/observations/mock").glob("*/truth.json"))]
+    truths = sorted((wd / "results/observations/mock").glob("*/truth.json"))
+    mock_lenses = [json.loads(p.read_text())["name"] for p in truths]
     summary = json.loads((wd / "results/inference/nre/summary.json").read_text())
-    assert summary["observations"]["source"] == "mock" and sorted(summary["observations"]["per_lens"]) == sorted(mock_lenses)
+    assert summary["observations"]["source"] == "mock"
+    assert sorted(summary["observations"]["per_lens"]) == sorted(mock_lenses)
     for name in mock_lenses:
         meta = json.loads((wd / f"results/observations/processed/{name}/metadata.json").read_text())
-        assert meta["observation"]["source"] == "mock" and meta["observation"]["file"].startswith("results/observations/mock/")
+        assert meta["observation"]["source"] == "mock"
+        assert meta["observation"]["file"].startswith("results/observations/mock/")
+    # the preprocessing mode is not a simulation setting: switching it re-preprocesses the mocks, never re-simulates
+    ref = write_config(wd, "mock_reference", lambda c: c["observations"].update(preprocess="reference"))
+    counts = job_counts(run(wd, ref, "-n", *targets))
+    assert counts.get("preprocess") == len(mock_lenses) and "observe_mock" not in counts
     # back to MAST: the verified downloads are kept (same request), only preprocessing and what follows rerun
     counts = job_counts(run(wd, mast_run["config"], "-n", *targets))
     assert counts.get("preprocess") == len(MAST_LENSES) and "fetch_hst" not in counts and "observe_mock" not in counts

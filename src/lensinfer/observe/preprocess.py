@@ -407,7 +407,8 @@ def preprocess_fits(
              "subtracted") if subtract_background else "background: not subtracted",
             ("recentred on the lens-light centroid" if recenter and centre_radec is None
              else "centred on the catalogue position" if centre_radec is None else "centred on the reference band"),
-            f"resampled ({method}, flux-conserving) onto a north-up TAN grid of {num_pix} x {pixel_scale_arcsec} arcsec",
+            f"resampled ({method}, flux-conserving) onto a north-up TAN grid of {num_pix} x "
+            f"{pixel_scale_arcsec} arcsec",
             f"flux x {flux_scale:.6g} (zero point {src.zero_point:.4f} -> {zero_point_out})",
         ],
     }
@@ -547,7 +548,8 @@ def reference_cutout(
         "resampled": False,
         "num_pix": int(num_pix),
         "pixel_scale_arcsec": float(pixel_scale_arcsec),
-        "grid": "the frame's own pixels (north up, east left); catalogue position within 0.5 px of pixel ((N-1)/2, (N-1)/2)",
+        "grid": ("the frame's own pixels (north up, east left); catalogue position within 0.5 px of pixel "
+                 "((N-1)/2, (N-1)/2)"),
         "zero_point_in": zp,
         "zero_point_out": zp,
         "zero_point_flux_scale": 1.0,

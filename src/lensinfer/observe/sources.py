@@ -78,7 +78,8 @@ def observation_inputs(config: Mapping[str, Any], lens: str) -> dict[str, str]:
     download manifest (the MAST product and checksum recorded as provenance)."""
     frame = frame_path(config, lens)
     source = config["observations"]["source"]
-    extra = {"mock": {"truth": f"{MOCK_DIR}/{lens}/truth.json"}, "mast": {"manifest": f"{MAST_DIR}/{lens}/manifest.json"}}
+    extra = {"mock": {"truth": f"{MOCK_DIR}/{lens}/truth.json"},
+             "mast": {"manifest": f"{MAST_DIR}/{lens}/manifest.json"}}
     return {"frame": frame, **extra.get(source, {})}
 
 
