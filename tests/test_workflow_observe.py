@@ -152,6 +152,16 @@ def test_mast_run_preprocesses_the_download(mast_run: dict) -> None:
     assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(run(wd, mast_run["config"], "-n", *TARGETS))
 
 
+def test_report_names_the_source_and_preprocessing(mast_run: dict) -> None:
+    wd = mast_run["wd"]
+    run(wd, mast_run["config"], "--report", str(wd / "report.html"), *TARGETS)
+    html = (wd / "report.html").read_text(errors="ignore")
+    literal = '<tt class=\\"docutils literal\\">{}</tt>'  # captions are embedded as JSON strings
+    assert "Observations (source " + literal.format("mast") + ")" in html
+    assert "Preprocessing " + literal.format("reference") + ", the published input" in html
+    assert "preprocessing " + literal.format("reference") in html  # the per-lens diagnostic caption
+
+
 def test_adding_a_lens_or_changing_the_exposure_leaves_the_other_lenses_alone(mast_run: dict) -> None:
     wd = mast_run["wd"]
     more = write_config(wd, "more", lambda c: c.update(observations=mast_observations([*MAST_LENSES, EXTRA_LENS])))
