@@ -93,9 +93,11 @@ def simulation_params(wildcards):
 
 
 def mock_params(wildcards):
-    """Everything the mock observations depend on."""
+    """Everything the mock observations depend on (of `observations`, only its `mock` section: the preprocessing
+    mode, MAST or local settings do not change the simulated frames)."""
     return canonical(
-        {k: config[k] for k in SIM_SECTIONS} | {"observations": config["observations"]}
+        {k: config[k] for k in SIM_SECTIONS}
+        | {"observations": {"mock": config["observations"]["mock"]}}
     )
 
 
@@ -131,18 +133,6 @@ def merged(dataset):
         "stats": f"results/data/{dataset}/stats.json",
         "masks": f"results/data/{dataset}/masks.zarr",
     }
-
-
-def raw_frame(wildcards):
-    source = config["observations"]["source"]
-    if source == "local":
-        entry = next(
-            e
-            for e in config["observations"]["lenses"]
-            if not isinstance(e, str) and e["name"] == wildcards.lens
-        )
-        return str(Path(config["observations"]["local_dir"]) / entry["file"])
-    return f"results/observations/raw/{wildcards.lens}/science.fits"
 
 
 def all_shards():

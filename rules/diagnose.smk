@@ -48,7 +48,7 @@ rule derive:
     input:
         samples="results/inference/npe/samples.npz",
         truths=(
-            expand("results/observations/raw/{lens}/truth.json", lens=LENSES)
+            expand("results/observations/mock/{lens}/truth.json", lens=LENSES)
             if config["observations"]["source"] == "mock"
             else []
         ),

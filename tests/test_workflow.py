@@ -190,7 +190,7 @@ def test_local_fits_folder_runs_fetch_free(workdir):
     local.mkdir(exist_ok=True)
     names = ["J1023+4230", "J1627-0053"]
     for name in names:
-        shutil.copy(workdir / f"results/observations/raw/{name}/science.fits", local / f"{name}.fits")
+        shutil.copy(workdir / f"results/observations/mock/{name}/science.fits", local / f"{name}.fits")
 
     def edit(c):
         c["observations"] = {"source": "local", "local_dir": "local_fits", "background_annulus_arcsec": [4.0, 5.6],

@@ -164,6 +164,9 @@ def check_config(config: Mapping[str, Any], base_dir: str | Path = ".") -> None:
                 raise ConfigError(f"observations.lenses[{i}].file: {entry['file']!r} not found in {obs['local_dir']!r}")
     if obs["source"] == "mast" and not obs.get("lenses"):
         raise ConfigError("observations.lenses: list the lenses to download for source 'mast'")
+    if obs.get("preprocess") == "reference" and config["instrument"].get("bands"):
+        raise ConfigError("observations.preprocess: 'reference' is the published single-band HST input; a multi-band "
+                          "instrument (instrument.bands) needs 'calibrated'")
     if obs["source"] == "mock" and "population" not in obs["mock"]:
         raise ConfigError("observations.mock.population: required for source 'mock'")
 

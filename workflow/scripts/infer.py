@@ -1,6 +1,7 @@
 """Snakemake adapter: per-lens and combined γ inference on observations (lensinfer.infer.infer_observations)."""
 
 from lensinfer.infer import infer_observations
+from lensinfer.observe.sources import record_in_summary
 from lensinfer.workflow import logged
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
@@ -11,4 +12,6 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
         inference_cfg=snakemake.params.inference,  # noqa: F821
         out_summary=snakemake.output.summary, out_curves=snakemake.output.curves,  # noqa: F821
     )
+    # where each observation came from (source, file, sha256, MAST product) and how it was preprocessed
+    summary = record_in_summary(snakemake.output.summary, snakemake.params.lenses, list(inp.metadata))  # noqa: F821
     log.info("combined: %s", summary["combined"])

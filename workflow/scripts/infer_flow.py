@@ -3,6 +3,7 @@
 import torch
 
 from lensinfer.npe import infer_observations
+from lensinfer.observe.sources import record_in_summary
 from lensinfer.workflow import logged
 
 with logged(snakemake.log[0]) as log:  # noqa: F821
@@ -23,4 +24,6 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
         seed=params.seed,
         gamma_prior=params.gamma_prior,
     )
+    # where each observation came from (source, file, sha256, MAST product) and how it was preprocessed
+    summary = record_in_summary(snakemake.output.summary, snakemake.params.lenses, list(inp.metadata))  # noqa: F821
     log.info("NPE summary of %d lenses written", summary["n_lenses"])

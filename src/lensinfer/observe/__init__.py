@@ -4,9 +4,13 @@
   config-defined lenses (:class:`LensSpec`, :func:`lens_specs_from_config`);
 * :mod:`~lensinfer.observe.mast` — :func:`fetch_hst`: HAPCut cutouts or DRC/DRZ frames,
   retried, verified, recorded in a manifest, offline when already present;
-* :mod:`~lensinfer.observe.preprocess` — :func:`preprocess_fits` (units, background,
-  recentring, flux-conserving north-up resampling, noise, zero point) and
-  :func:`write_preprocessed` (arrays, mask, metadata JSON, diagnostic figure);
+* :mod:`~lensinfer.observe.preprocess` — :func:`reference_cutout` (``observations.preprocess:
+  reference``: the published input, frame pixels cut at the catalogue position, nothing else),
+  :func:`preprocess_fits` (``calibrated``: units, background, recentring, flux-conserving
+  north-up resampling, noise, zero point) and :func:`write_preprocessed` (arrays, mask, metadata
+  JSON, diagnostic figure);
+* :mod:`~lensinfer.observe.sources` — raw-frame paths of each ``observations.source``, per-lens
+  rule parameters, provenance records (source, file, sha256, MAST product);
 * :mod:`~lensinfer.observe.fitsio` — :func:`write_hst_like_fits` for mock observations, which
   then go through the same preprocessing as real data; :func:`verify_fits`;
 * :mod:`~lensinfer.observe.photometry` and :mod:`~lensinfer.observe.errors`.
@@ -23,6 +27,7 @@ from .errors import (
     CorruptFitsError,
     DownloadError,
     FitsUnitError,
+    FitsWcsError,
     MastFetchError,
     NoCoverageError,
     NoProductsError,
@@ -36,7 +41,7 @@ _LAZY = {
     "tan_wcs": "fitsio", "verify_fits": "fitsio", "write_hst_like_fits": "fitsio",
     "ab_zero_point": "photometry", "zero_point_scale": "photometry",
     "PreprocessResult": "preprocess", "apply_circular_mask": "preprocess", "circular_mask": "preprocess",
-    "preprocess_fits": "preprocess", "write_preprocessed": "preprocess",
+    "preprocess_fits": "preprocess", "write_preprocessed": "preprocess", "reference_cutout": "preprocess",
 }
 
 
@@ -50,6 +55,7 @@ __all__ = [
     "CorruptFitsError",
     "DownloadError",
     "FitsUnitError",
+    "FitsWcsError",
     "LensSpec",
     "MastFetchError",
     "NoCoverageError",
@@ -63,6 +69,7 @@ __all__ = [
     "lens_specs_from_config",
     "parse_sdss_name",
     "preprocess_fits",
+    "reference_cutout",
     "reference_lens",
     "tan_wcs",
     "verify_fits",

@@ -15,6 +15,7 @@ __all__ = [
     "DownloadError",
     "CorruptFitsError",
     "FitsUnitError",
+    "FitsWcsError",
 ]
 
 
@@ -46,3 +47,7 @@ class CorruptFitsError(ObserveError):
 
 class FitsUnitError(ObserveError, ValueError):
     """A FITS image carries a BUNIT that cannot be converted to electrons per second."""
+
+
+class FitsWcsError(ObserveError, ValueError):
+    """A FITS image has no usable celestial WCS (RA/Dec axes), so the lens cannot be located in it."""

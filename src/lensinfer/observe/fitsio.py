@@ -23,7 +23,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from .errors import CorruptFitsError
+from .errors import CorruptFitsError, FitsWcsError
 from .photometry import count_rate_factor, photflam_for_zero_point
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "orientation_deg",
     "write_hst_like_fits",
     "find_science_hdu",
+    "celestial_wcs",
     "verify_fits",
 ]
 
@@ -181,6 +182,36 @@ def find_science_hdu(hdul: fits.HDUList) -> fits.ImageHDU | fits.PrimaryHDU:
             if hdu.data.ndim == 2:
                 return hdu
     raise CorruptFitsError(f"{hdul.filename() or 'FITS file'}: no 2-D image HDU")
+
+
+def celestial_wcs(header: fits.Header, hdul: fits.HDUList | None, path: str | os.PathLike[str]) -> WCS:
+    """The celestial (RA/Dec) part of ``header``'s WCS, checked before any coordinate is converted.
+
+    A frame without one (no CTYPE/CRVAL/CD keywords, or only non-celestial axes) would otherwise fail deep inside
+    wcslib ("NULL error object") or silently treat pixels as degrees.
+
+    Raises:
+        FitsWcsError: naming ``path``, when the header has no celestial WCS or wcslib rejects it.
+    """
+    name = Path(path).name
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # astropy's FITSFixedWarning chatter on odd but valid headers
+            w = WCS(header, hdul)
+    except Exception as err:  # wcslib errors come as several exception types
+        raise FitsWcsError(f"{name}: invalid WCS in the science header ({type(err).__name__}: {err})") from err
+    if not w.has_celestial:
+        ctypes = [c for c in w.wcs.ctype if c] or ["none"]
+        raise FitsWcsError(
+            f"{name}: the science image has no celestial WCS (CTYPE: {', '.join(ctypes)}); a frame needs "
+            "RA---TAN/DEC--TAN (or another celestial projection) with CRVAL, CRPIX and CD/CDELT keywords "
+            "to locate the lens"
+        )
+    cel = w.celestial
+    m = cel.pixel_scale_matrix
+    if not (np.all(np.isfinite(m)) and abs(float(np.linalg.det(m))) > 0):
+        raise FitsWcsError(f"{name}: the celestial WCS has a singular or non-finite CD matrix ({m.tolist()})")
+    return cel
 
 
 def verify_fits(path: str | os.PathLike[str]) -> None:

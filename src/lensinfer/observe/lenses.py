@@ -12,9 +12,13 @@ coordinates (observations.md §1, "SLACS coordinates").
 Masks are stored independently of the pixel grid: a radius in arcsec and the offset of the
 mask centre from the grid centre in arcsec, along the image +x (column) and +y (row) axes of a
 north-up grid (lenstronomy convention: the grid centre is pixel (N-1)/2). The reference masks
-were hand-set on cutouts that were *not* recentred on the lens light (lens peak up to ~7 px off
-centre, science.md §5); after our recentring their centre offsets (at most 2.5 px) are kept as
-published, and a config entry may override them.
+(the table below, copied from Zhang, Şengül & Dvorkin 2023's figures notebook as transcribed in
+science.md §2 "HST masks") were hand-set on cutouts that were *not* recentred on the lens light
+(lens peak up to ~7 px off centre, science.md §5). ``observations.preprocess: reference`` cuts
+exactly such cutouts (at the catalogue position, no recentring), so on the published grid
+(0.04"/pix, 100 px) the masks land on the published pixels exactly; ``calibrated`` recentres on
+the lens light and keeps the published centre offsets (at most 2.5 px). A config entry may
+override them.
 """
 
 from __future__ import annotations
@@ -123,7 +127,10 @@ class LensSpec:
             raise ValueError(f"lens {self.name}: no mask radius and no theta_e to derive one from")
         centre = (num_pix - 1) / 2.0
         dx, dy = self.mask_center_offset_arcsec
-        return (centre + dx / pixel_scale_arcsec, centre + dy / pixel_scale_arcsec), radius_arcsec / pixel_scale_arcsec
+        # rounded to 1e-9 px: masks given in pixels (the published table, config overrides) come back exactly after
+        # their round trip through arcsec (otherwise off by ~1e-14 px, which can flip pixels on the circle's edge)
+        x, y = round(centre + dx / pixel_scale_arcsec, 9), round(centre + dy / pixel_scale_arcsec, 9)
+        return (x, y), round(radius_arcsec / pixel_scale_arcsec, 9)
 
 
 # (MAST target name, SDSS short name, full SDSS name, θE" Bolton+08, mask x, mask y, mask r [px])

@@ -47,13 +47,12 @@ import requests
 from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.table import Table
-from astropy.wcs import WCS
 from astroquery.exceptions import InvalidQueryError, NoResultsWarning, RemoteServiceError
 from astroquery.mast import HapcutClass, ObservationsClass
 from requests.adapters import HTTPAdapter
 
 from .errors import DownloadError, MastFetchError, NoCoverageError, NoProductsError
-from .fitsio import find_science_hdu, verify_fits
+from .fitsio import celestial_wcs, find_science_hdu, verify_fits
 from .lenses import LensSpec
 
 __all__ = [
@@ -190,7 +189,7 @@ def _check_coverage(path: Path, ra: float, dec: float) -> None:
     """Raise :class:`NoCoverageError` unless the science image has valid data at the target."""
     with fits.open(path, memmap=False) as hdul:
         hdu = find_science_hdu(hdul)
-        w = WCS(hdu.header).celestial
+        w = celestial_wcs(hdu.header, hdul, path)
         x, y = w.world_to_pixel(SkyCoord(ra, dec, unit="deg"))
         ny, nx = hdu.data.shape
         ix, iy = int(round(float(x))), int(round(float(y)))

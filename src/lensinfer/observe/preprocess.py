@@ -1,6 +1,10 @@
-"""Drizzled HST image → the simulator's pixel grid (observations.md §3).
+"""HST image → the network's input grid, two ways (``observations.preprocess``).
 
-Steps of :func:`preprocess_fits`, each recorded in the result's metadata:
+``reference`` (:func:`reference_cutout`): the published analysis' input (Zhang, Şengül & Dvorkin 2023; science.md
+§5 — "raw count rates (e⁻/s), not normalised", lens light included): ``num_pix`` × ``num_pix`` pixels of a
+north-up frame at the instrument's pixel scale, cut at the catalogue position; nothing else.
+
+``calibrated`` (:func:`preprocess_fits`, observations.md §3), each step recorded in the result's metadata:
 
 1. verify the file (FITS checksums, full read), read the science image (``SCI``) and its WCS;
 2. units: BUNIT must be electrons per second or an electron/count total (÷ EXPTIME);
@@ -31,7 +35,10 @@ import dataclasses
 import json
 import math
 import os
+import shutil
+import tempfile
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -48,7 +55,7 @@ from reproject import reproject_adaptive, reproject_exact
 from scipy import ndimage
 
 from .errors import FitsUnitError
-from .fitsio import find_science_hdu, orientation_deg, tan_wcs, verify_fits
+from .fitsio import celestial_wcs, find_science_hdu, orientation_deg, tan_wcs, verify_fits
 from .lenses import LensSpec
 from .photometry import ab_zero_point, count_rate_factor, zero_point_scale
 
@@ -56,9 +63,13 @@ __all__ = [
     "ResampleMethod",
     "PreprocessResult",
     "preprocess_fits",
+    "reference_cutout",
+    "REFERENCE_SCALE_RTOL",
+    "REFERENCE_MAX_ROTATION_DEG",
     "circular_mask",
     "apply_circular_mask",
     "write_preprocessed",
+    "observation_label",
     "MultiBandPreprocessResult",
     "fits_band_extensions",
     "preprocess_fits_bands",
@@ -186,14 +197,24 @@ class _Input:
     filter_name: str | None
 
 
-def _read_input(path: Path, bunit: str | None, zero_point: float | None, extver: int | None = None) -> _Input:
+def _read_input(path: Path, bunit: str | None, zero_point: float | None, extver: int | None = None,
+                require_zero_point: bool = True) -> _Input:
     """Verify ``path`` and read its science image, converted to e-/s (see :class:`_Input`).
 
-    ``extver`` selects the ``SCI`` (and ``WHT``) extension of that EXTVER — one band of a multi-band file."""
+    ``extver`` selects the ``SCI`` (and ``WHT``) extension of that EXTVER — one band of a multi-band file.
+    ``require_zero_point=False`` (reference cutouts: no flux rescaling) records the header zero point when there is
+    one and ``nan`` otherwise instead of failing.
+
+    Raises:
+        FitsWcsError: the science image has no celestial WCS (checked before any coordinate is used).
+        FitsUnitError: no/unknown BUNIT; no PHOTFLAM/PHOTPLAM when the zero point is needed and
+            ``observations.zero_point`` is not set.
+    """
     verify_fits(path)
     with fits.open(path, memmap=False) as hdul:
         sci = find_science_hdu(hdul) if extver is None else hdul["SCI", extver]
         headers = (sci.header, hdul[0].header)
+        wcs = celestial_wcs(sci.header, hdul, path)
         unit = bunit if bunit is not None else _keyword("BUNIT", *headers)
         if unit is None:
             raise FitsUnitError(f"{path.name}: no BUNIT keyword; pass bunit= if the unit is known")
@@ -202,9 +223,17 @@ def _read_input(path: Path, bunit: str | None, zero_point: float | None, extver:
         unit_factor = count_rate_factor(str(unit), exptime)
         if zero_point is None:
             photflam, photplam = _keyword("PHOTFLAM", *headers), _keyword("PHOTPLAM", *headers)
-            if photflam is None or photplam is None:
-                raise FitsUnitError(f"{path.name}: no PHOTFLAM/PHOTPLAM; pass zero_point_in=")
-            zero_point = ab_zero_point(float(photflam), float(photplam))
+            if photflam is not None and photplam is not None:
+                zero_point = ab_zero_point(float(photflam), float(photplam))
+            elif require_zero_point:
+                missing = " and ".join(k for k, v in (("PHOTFLAM", photflam), ("PHOTPLAM", photplam)) if v is None)
+                raise FitsUnitError(
+                    f"{path.name}: no {missing} keyword, so its AB zero point is unknown; set "
+                    "observations.zero_point in the config to the frames' zero point (e.g. 25.94 for ACS/WFC "
+                    "F814W), or use observations.preprocess: reference (no flux rescaling)"
+                )
+            else:
+                zero_point = math.nan
         data = np.asarray(sci.data, dtype=np.float64) * unit_factor
         invalid = ~np.isfinite(data)
         if extver is None:
@@ -219,7 +248,7 @@ def _read_input(path: Path, bunit: str | None, zero_point: float | None, extver:
         filter_name = next((str(f) for f in wheels if f and not str(f).upper().startswith("CLEAR")), None)
         return _Input(
             data=np.where(invalid, np.nan, data),
-            wcs=WCS(sci.header, hdul).celestial,
+            wcs=wcs,
             bunit=str(unit),
             exptime=exptime,
             unit_factor=unit_factor,
@@ -371,6 +400,17 @@ def preprocess_fits(
         "units": f"electrons/s at AB zero point {zero_point_out}",
         "noise_sigma": float(sigma * flux_scale),
         "n_invalid_pixels": n_invalid,
+        "preprocess": "calibrated",
+        "steps": [
+            f"units: BUNIT {src.bunit!r} x {src.unit_factor:g} -> electrons/s",
+            (f"background: 3-sigma-clipped median of the {r_in}-{r_out} arcsec annulus ({level_in:.4g} e-/s) "
+             "subtracted") if subtract_background else "background: not subtracted",
+            ("recentred on the lens-light centroid" if recenter and centre_radec is None
+             else "centred on the catalogue position" if centre_radec is None else "centred on the reference band"),
+            f"resampled ({method}, flux-conserving) onto a north-up TAN grid of {num_pix} x "
+            f"{pixel_scale_arcsec} arcsec",
+            f"flux x {flux_scale:.6g} (zero point {src.zero_point:.4f} -> {zero_point_out})",
+        ],
     }
     return PreprocessResult(
         image=image,
@@ -379,6 +419,147 @@ def preprocess_fits(
         noise_sample=(resampled[annulus_out] * flux_scale).astype(np.float32),
         metadata=metadata,
     )
+
+
+#: Relative tolerance on the frame's pixel scale for a reference cutout (no resampling): 1e-3 moves the edge of a
+#: 100-pixel cutout by 0.05 px against the instrument's grid.
+REFERENCE_SCALE_RTOL = 1e-3
+#: Largest rotation (deg) of the frame's pixel grid from north-up (CD matrix, like HST's ORIENTAT) accepted for a
+#: reference cutout: 0.01 deg turns the corner of a 100-pixel cutout by 0.01 px.
+REFERENCE_MAX_ROTATION_DEG = 0.01
+
+
+def _difference_noise(image: np.ndarray, valid: np.ndarray) -> tuple[float, np.ndarray]:
+    """Pixel-to-pixel noise σ of an image that still holds its sky and lens light: 3σ-clipped std of the horizontal
+    differences of neighbouring valid pixels in the four corners (side N/8, at least 4 px; 12 px on the published
+    100-pixel cutouts, science.md §5), divided by √2. Differencing removes the smooth sky and lens-light gradient.
+    Returns σ and the differences / √2 (the sample, for the diagnostic histogram)."""
+    n_rows, n_cols = image.shape
+    c = max(min(n_rows, n_cols) // 8, 4)
+    samples = []
+    for rows in (slice(0, c), slice(n_rows - c, n_rows)):
+        for cols in (slice(0, c), slice(n_cols - c, n_cols)):
+            block, ok = image[rows, cols].astype(np.float64), valid[rows, cols]
+            pair = ok[:, 1:] & ok[:, :-1]
+            samples.append(((block[:, 1:] - block[:, :-1]) / math.sqrt(2.0))[pair])
+    sample = np.concatenate(samples)
+    if sample.size < 20:
+        return math.nan, sample
+    _, median, std = sigma_clipped_stats(sample, sigma=3.0, maxiters=10)
+    return float(std), sample
+
+
+def reference_cutout(
+    path: str | os.PathLike[str],
+    *,
+    ra: float,
+    dec: float,
+    pixel_scale_arcsec: float,
+    num_pix: int,
+    bunit: str | None = None,
+    scale_rtol: float = REFERENCE_SCALE_RTOL,
+    max_rotation_deg: float = REFERENCE_MAX_ROTATION_DEG,
+) -> PreprocessResult:
+    """The published analysis' input (``observations.preprocess: reference``; science.md §5): a ``num_pix`` ×
+    ``num_pix`` block of the frame's own pixels at the catalogue position, in e⁻/s.
+
+    No background subtraction, no flux rescaling (the zero point is recorded, not applied), no recentring, no
+    resampling: the frame must already be north-up/east-left at the instrument's pixel scale (a HAPCut cutout of
+    the HAP mosaics at 0.04″ is). The block is the one whose centre, pixel ((N−1)/2, (N−1)/2) in lenstronomy's
+    convention, lies nearest the catalogue position: its first column is ``round(x_cat − (N−1)/2)`` (halves
+    rounded up), likewise for rows; the catalogue position's offset from the cutout centre (|·| ≤ 0.5 px) is
+    recorded. Pixel values are copied bit for bit from an e⁻/s frame (totals such as ``ELECTRONS`` are divided by
+    EXPTIME); pixels without data (NaN, or WHT ≤ 0) become 0 and are excluded from ``valid``.
+
+    Raises:
+        CorruptFitsError, FitsWcsError, FitsUnitError: unreadable file, no celestial WCS, unknown BUNIT.
+        ValueError: a pixel scale other than ``pixel_scale_arcsec``, a frame that is not north-up/east-left, or a
+            cutout reaching beyond the frame — each naming the file and what to change.
+    """
+    if num_pix < 2 or pixel_scale_arcsec <= 0:
+        raise ValueError(f"bad grid: num_pix={num_pix}, pixel_scale_arcsec={pixel_scale_arcsec}")
+    p = Path(path)
+    src = _read_input(p, bunit, None, require_zero_point=False)
+    scales = proj_plane_pixel_scales(src.wcs) * 3600.0
+    if not np.allclose(scales, pixel_scale_arcsec, rtol=scale_rtol, atol=0.0):
+        raise ValueError(
+            f"{p.name}: pixel scale {scales[0]:.5g}\" x {scales[1]:.5g}\" differs from instrument.pixel_scale "
+            f"{pixel_scale_arcsec}\" (relative tolerance {scale_rtol:g}); observations.preprocess: reference cuts "
+            "the frame's own pixels without resampling. Fetch a frame at the instrument's scale (observations.mast."
+            "method: hapcut gives 0.04\" north-up cutouts) or use observations.preprocess: calibrated (resamples)"
+        )
+    m = src.wcs.pixel_scale_matrix
+    rotation = orientation_deg(src.wcs)
+    if not (m[0, 0] < 0 < m[1, 1] and abs(rotation) <= max_rotation_deg):
+        raise ValueError(
+            f"{p.name}: the frame is not north-up/east-left (position angle of +y {rotation:.3f} deg, CD "
+            f"{(m * 3600.0).round(6).tolist()} arcsec/px); observations.preprocess: reference does not rotate or "
+            "resample. Use a north-up frame (HAPCut) or observations.preprocess: calibrated"
+        )
+    target = SkyCoord(ra, dec, unit="deg")
+    tx, ty = (float(v) for v in src.wcs.world_to_pixel(target))
+    half = (num_pix - 1) / 2.0
+    x0, y0 = math.floor(tx - half + 0.5), math.floor(ty - half + 0.5)
+    n_rows, n_cols = src.data.shape
+    if x0 < 0 or y0 < 0 or x0 + num_pix > n_cols or y0 + num_pix > n_rows:
+        raise ValueError(
+            f"{p.name}: a {num_pix} x {num_pix} cutout at the catalogue position (pixel {tx:.1f}, {ty:.1f}) reaches "
+            f"beyond the {n_cols} x {n_rows} frame; fetch a larger frame (observations.mast.size_arcsec)"
+        )
+    block = src.data[y0:y0 + num_pix, x0:x0 + num_pix]
+    valid = np.isfinite(block)
+    image = np.where(valid, block, 0.0).astype(np.float32)
+    n_invalid = int(np.count_nonzero(~valid))
+    if n_invalid:
+        warnings.warn(f"{p.name}: {n_invalid} cutout pixels lack input data and were set to 0", stacklevel=2)
+    sigma, sample = _difference_noise(image, valid)
+    zp = None if math.isnan(src.zero_point) else src.zero_point
+    local = target.directional_offset_by(0.0, 1.0 * u.arcsec)  # 1" north of the lens
+    nx_, ny_ = (float(v) for v in src.wcs.world_to_pixel(local))
+    metadata: dict[str, Any] = {
+        "preprocess": "reference",
+        "steps": [
+            f"units: BUNIT {src.bunit!r} x {src.unit_factor:g} -> electrons/s",
+            f"cut {num_pix} x {num_pix} frame pixels (columns {x0}..{x0 + num_pix - 1}, rows {y0}..{y0 + num_pix - 1}) "
+            "at the catalogue position",
+            "no background subtraction, no flux rescaling, no recentring, no resampling",
+        ],
+        "input_file": p.name,
+        "input_bunit": src.bunit,
+        "input_exptime_s": src.exptime,
+        "input_unit_factor": src.unit_factor,
+        "input_pixel_scale_arcsec": [float(v) for v in scales],
+        "input_orientation_deg": rotation,
+        "north_from_y_axis_at_target_deg": math.degrees(math.atan2(-(nx_ - tx), ny_ - ty)),
+        "input_instrument": src.instrument,
+        "input_filter": src.filter_name,
+        "input_shape": [int(n_rows), int(n_cols)],
+        "target_ra_deg": float(ra),
+        "target_dec_deg": float(dec),
+        "target_pixel_in_frame_xy": [tx, ty],
+        "cutout_origin_xy": [int(x0), int(y0)],
+        "target_offset_from_cutout_centre_px_xy": [tx - x0 - half, ty - y0 - half],
+        "centre_ra_deg": float(ra),
+        "centre_dec_deg": float(dec),
+        "recentred": False,
+        "centroid_shift_arcsec_east_north": [0.0, 0.0],
+        "centroid_shift_px_xy": [0.0, 0.0],
+        "background_subtracted": False,
+        "resampled": False,
+        "num_pix": int(num_pix),
+        "pixel_scale_arcsec": float(pixel_scale_arcsec),
+        "grid": ("the frame's own pixels (north up, east left); catalogue position within 0.5 px of pixel "
+                 "((N-1)/2, (N-1)/2)"),
+        "zero_point_in": zp,
+        "zero_point_out": zp,
+        "zero_point_flux_scale": 1.0,
+        "units": "electrons/s, raw (sky and lens light included)",
+        "noise_sigma": sigma,
+        "noise_sigma_method": "3-sigma-clipped std of neighbour differences / sqrt(2) in the four N/8 corners",
+        "n_invalid_pixels": n_invalid,
+    }
+    return PreprocessResult(image=image, noise_sigma=sigma, valid=valid, noise_sample=sample.astype(np.float32),
+                            metadata=metadata)
 
 
 def circular_mask(shape: tuple[int, int], centre_xy: tuple[float, float], radius_px: float) -> np.ndarray:
@@ -395,7 +576,8 @@ def apply_circular_mask(image: np.ndarray, centre_xy: tuple[float, float], radiu
 
 
 def _diagnostic_figure(
-    result: PreprocessResult, lens: LensSpec, centre_xy: tuple[float, float], radius_px: float, path: Path
+    result: PreprocessResult, lens: LensSpec, centre_xy: tuple[float, float], radius_px: float, path: Path,
+    observation: Mapping[str, Any] | None = None,
 ) -> None:
     """Three panels: asinh image with mask and compass, masked S/N map, noise histogram.
     Object-oriented Matplotlib on the Agg canvas: no pyplot state, no display needed."""
@@ -403,9 +585,11 @@ def _diagnostic_figure(
     from matplotlib.figure import Figure
     from matplotlib.patches import Circle
 
-    sigma = result.noise_sigma if result.noise_sigma > 0 else 1.0
+    sigma = result.noise_sigma if result.noise_sigma > 0 else 1.0  # False for NaN too
     n = result.image.shape[0]
-    fig = Figure(figsize=(13.5, 4.3), layout="constrained")
+    fig = Figure(figsize=(13.5, 4.6), layout="constrained")
+    if observation:
+        fig.suptitle(observation_label(observation, result.metadata), fontsize=9)
     FigureCanvasAgg(fig)
     ax_img, ax_snr, ax_hist = fig.subplots(1, 3)
 
@@ -425,11 +609,15 @@ def _diagnostic_figure(
     shown = ax_snr.imshow(snr, origin="lower", cmap="viridis", vmin=-3, vmax=top)
     fig.colorbar(shown, ax=ax_snr, label="image / σ (masked)")
     dx, dy = md["centroid_shift_px_xy"]
-    ax_snr.set_title(f"centroid shift ({dx:+.2f}, {dy:+.2f}) px; mask r = {radius_px:.1f} px")
+    if md.get("preprocess") == "reference":
+        ax_snr.set_title(f"cut at the catalogue position; mask r = {radius_px:.1f} px")
+    else:
+        ax_snr.set_title(f"centroid shift ({dx:+.2f}, {dy:+.2f}) px; mask r = {radius_px:.1f} px")
 
     z = result.noise_sample / sigma
     bins = np.linspace(-5, 5, 81)
-    ax_hist.hist(z, bins=bins, density=True, histtype="step", color="k", label="annulus pixels")
+    sample_label = "annulus pixels" if md.get("preprocess") != "reference" else "corner differences / √2"
+    ax_hist.hist(z, bins=bins, density=True, histtype="step", color="k", label=sample_label)
     ax_hist.plot(bins, np.exp(-0.5 * bins**2) / math.sqrt(2 * math.pi), color="C3", label="N(0, 1)")
     ax_hist.set_yscale("log")
     ax_hist.set_xlabel("pixel / σ")
@@ -438,10 +626,29 @@ def _diagnostic_figure(
     fig.savefig(path, dpi=90)
 
 
-def write_preprocessed(result: PreprocessResult, lens: LensSpec, outdir: str | os.PathLike[str]) -> dict[str, Path]:
+def observation_label(observation: Mapping[str, Any], metadata: Mapping[str, Any]) -> str:
+    """One line naming where an observation came from and how it was preprocessed (figure titles, logs)."""
+    source = observation.get("source", "?")
+    parts = [f"source: {source}"]
+    if source == "mast":
+        parts.append(f"MAST product {observation.get('product')}")
+    elif observation.get("file"):
+        parts.append(f"file {Path(str(observation['file'])).name}")
+    if observation.get("sha256"):
+        parts.append(f"sha256 {str(observation['sha256'])[:12]}…")
+    parts.append(f"preprocess: {metadata.get('preprocess', '?')}")
+    return " · ".join(parts)
+
+
+def write_preprocessed(result: PreprocessResult, lens: LensSpec, outdir: str | os.PathLike[str],
+                       observation: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Write ``image.npy`` (float32, unmasked), ``mask.npy`` (bool: analysis circle of
-    :meth:`LensSpec.mask_geometry` ∧ valid pixels), ``metadata.json`` (preprocessing record +
-    lens + mask + noise σ; no timestamps) and ``diagnostic.png`` into ``outdir``.
+    :meth:`LensSpec.mask_geometry` ∧ valid pixels), ``metadata.json`` (preprocessing record + lens + mask + noise σ
+    + ``observation``, the provenance of the frame: source, file, sha256, MAST product; no timestamps) and
+    ``diagnostic.png`` into ``outdir``.
+
+    The files are written into a temporary folder beside them and renamed into place only when all four exist, so
+    a failure never leaves a partial set.
 
     Returns:
         The written paths keyed ``image``, ``mask``, ``metadata``, ``figure``.
@@ -453,8 +660,6 @@ def write_preprocessed(result: PreprocessResult, lens: LensSpec, outdir: str | o
     mask = circular_mask(result.image.shape, centre_xy, radius_px) & result.valid
     files = {"image": "image.npy", "mask": "mask.npy", "metadata": "metadata.json", "figure": "diagnostic.png"}
     paths = {key: out / name for key, name in files.items()}
-    np.save(paths["image"], result.image)
-    np.save(paths["mask"], mask)
     record = {
         **result.metadata,
         "lens": {
@@ -469,8 +674,18 @@ def write_preprocessed(result: PreprocessResult, lens: LensSpec, outdir: str | o
         "mask_radius_px": float(radius_px),
         "mask_n_pixels": int(np.count_nonzero(mask)),
     }
-    paths["metadata"].write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    _diagnostic_figure(result, lens, centre_xy, radius_px, paths["figure"])
+    if observation is not None:
+        record["observation"] = dict(observation)
+    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".preprocess-"))
+    try:
+        np.save(tmp / files["image"], result.image)
+        np.save(tmp / files["mask"], mask)
+        (tmp / files["metadata"]).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        _diagnostic_figure(result, lens, centre_xy, radius_px, tmp / files["figure"], observation)
+        for name in files.values():
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return paths
 
 
@@ -569,13 +784,15 @@ def preprocess_fits_bands(
     )
 
 
-def write_preprocessed_bands(result: MultiBandPreprocessResult, lens: LensSpec,
-                             outdir: str | os.PathLike[str]) -> dict[str, Path]:
+def write_preprocessed_bands(result: MultiBandPreprocessResult, lens: LensSpec, outdir: str | os.PathLike[str],
+                             observation: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Like :func:`write_preprocessed` for a multi-band result: ``image.npy`` (C, N, N) float32, one shared
     ``mask.npy`` (N, N) bool, ``metadata.json`` (reference-band record + per-band entries), and the reference
     band's diagnostic figure."""
     ref_index = result.bands.index(result.reference_band)
     ref = dataclasses.replace(result.per_band[ref_index], valid=result.valid, metadata=result.metadata)
-    paths = write_preprocessed(ref, lens, outdir)
-    np.save(paths["image"], result.image)
+    paths = write_preprocessed(ref, lens, outdir, observation)
+    tmp = paths["image"].with_name(f".{paths['image'].name}.part.npy")
+    np.save(tmp, result.image)
+    os.replace(tmp, paths["image"])
     return paths
