@@ -119,6 +119,13 @@ def check_config(config: Mapping[str, Any], base_dir: str | Path = ".") -> None:
     if not (grid["low"] < grid["high"]) or grid["low"] < lo - 1e-9 or grid["high"] > hi + 1e-9:
         raise ConfigError(f"inference.grid: [low, high] = [{grid['low']}, {grid['high']}] must be an interval inside "
                           f"the training γ prior [{lo}, {hi}]")
+    train = config["train"]
+    if train.get("select") == "epoch":  # the model after select_epoch epochs (the reference's epoch-20 checkpoint)
+        if train.get("select_epoch") is None:
+            raise ConfigError("train.select_epoch: required when train.select is 'epoch' (the reference's model: 20)")
+        if train["select_epoch"] > train["max_epochs"]:
+            raise ConfigError(f"train.select_epoch: {train['select_epoch']} exceeds train.max_epochs "
+                              f"({train['max_epochs']})")
     if config["train"]["batch_size"] > config["datasets"][config["train"]["dataset"]]["n_shards"] * \
             config["datasets"][config["train"]["dataset"]]["shard_size"]:
         raise ConfigError("train.batch_size: larger than the training set")
