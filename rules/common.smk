@@ -35,7 +35,9 @@ except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
 
 CDM_BANDS += [
-    r["dataset"] for r in CDM_SWEEP if r["c_factor"] == 1.0 and r["dataset"] not in CDM_BANDS
+    r["dataset"]
+    for r in CDM_SWEEP
+    if r["c_factor"] == 1.0 and r["dataset"] not in CDM_BANDS
 ]
 
 # Estimators of this run (config `estimator`); γ-curve stages (curves, calibration, CDM tests, γ figures) run for the
