@@ -12,6 +12,14 @@ rendered by
   (d) numba       — the fastest lenstronomy path: 'EPL_NUMBA', no unused κ map, the sheet from lenstronomy
                     deflections on the shared boundary quadrature instead of a κ map (as the simulator's
                     lenstronomy backend);
+  (e) caustics    — caustics 1.7.1 (Stone et al. 2024, the other batched differentiable PyTorch lens simulator), as
+                    its documentation builds a scene: a ``LensSource`` simulator over a ``SinglePlane`` of EPL,
+                    ExternalShear, two Multipoles, a ``BatchedPlane`` of the subhalo EPLs (vmapped over the
+                    subhalos; ``--caustics-chunk`` of them at a time to bound memory) and the MassSheet, Sérsic source
+                    and lens light, the same pixel PSF; float64, one thread, same scene and sheet κ as (b). Its
+                    deflections are checked against lenstronomy's on the image grid (``caustics_max_dalpha_arcsec``);
+                    the image differs from lenstronomy's by caustics' Sérsic b_n approximation (reported, not a
+                    renderer error). A bench-only dependency (skipped with a note when caustics is absent);
 
 plus (b') ours batched on the CPU (one render_batch of several scenes), and the whole simulator
 (``simulate_image``: draws, smooth image, sheet, image, noise) per ``renderer.backend`` on ``--sim-config``. Everything runs on ONE CPU thread
@@ -25,7 +33,8 @@ pixel-centre κ of (a) is reported next to the field mean, see lensinfer.lensing
 the physics is unchanged: the speed comes from fusing the TM15 series with the sum over subhalos into one
 compiled loop. The smooth image used for subhalo placement is the same for all paths and is not timed.
 
-Last line of stdout: one JSON object. Quick mode: ``python bench/simulate.py --quick`` (~2–3 min).
+Last line of stdout: one JSON object, with ``ms_caustics_{N}`` and ``speedup_vs_best_peer_{N}`` = the fastest of
+lenstronomy EPL (a), EPL_NUMBA (d) and caustics (e) over ours (b). Quick mode: ``python bench/simulate.py --quick``.
 """
 
 from __future__ import annotations
@@ -218,6 +227,90 @@ class Lenstronomy:
         return mean_convergence_from_deflections(alphas, centres, NUM_PIX * PIXEL_SCALE / 2)
 
 
+class Caustics:
+    """The bench scene in caustics (float64): ``LensSource`` over a ``SinglePlane`` of its lens classes, the subhalos
+    in one ``BatchedPlane`` of EPLs, as caustics' documentation composes a simulator. Sérsic amplitudes are scaled by
+    the pixel area: caustics' LensSource returns surface brightness, lenstronomy's ImageModel flux per pixel."""
+
+    def __init__(self, psf: np.ndarray, chunk: int) -> None:
+        import caustics
+
+        self.caustics, self.psf, self.chunk = caustics, torch.as_tensor(psf, dtype=torch.float64), chunk
+        self.cosmo = caustics.FlatLambdaCDM(name="cosmo")
+
+    @staticmethod
+    def _t(v) -> torch.Tensor:
+        return torch.as_tensor(v, dtype=torch.float64)
+
+    def lens(self, scene: dict, n_macro: int, z_l: float = 0.2, z_s: float = 0.6):
+        """The scene's lens system (main EPL, shear, multipoles, subhalo EPLs, sheet) as one caustics SinglePlane.
+        The redshifts only set the (unused) physical scaling: every parameter is in reduced (angular) units."""
+        import warnings
+
+        from caustics.lenses import EPL, BatchedPlane, ExternalShear, MassSheet, Multipole, SinglePlane
+
+        kw, c = scene["kwargs_lens"], dict(cosmology=self.cosmo)
+        main = kw[0]
+        lenses = [EPL(name="main", **c, x0=main["center_x"], y0=main["center_y"], Rein=main["theta_E"],
+                      t=main["gamma"] - 1.0, angle_system="e1_e2", e1=main["e1"], e2=main["e2"]),
+                  ExternalShear(name="shear", **c, x0=0.0, y0=0.0, gamma_1=kw[1]["gamma1"], gamma_2=kw[1]["gamma2"])]
+        lenses += [Multipole(name=f"multipole{k}", **c, x0=kw[k]["center_x"], y0=kw[k]["center_y"], m=kw[k]["m"],
+                             a_m=kw[k]["a_m"], phi_m=kw[k]["phi_m"]) for k in (2, 3)]
+        subs = kw[n_macro:-1]
+        if subs:
+            col = lambda key: self._t([s[key] for s in subs])  # noqa: E731
+            sub = EPL(name="subhalo", **c, x0=col("center_x"), y0=col("center_y"), Rein=col("theta_E"),
+                      t=col("gamma") - 1.0, angle_system="e1_e2", e1=col("e1"), e2=col("e2"))
+            sub.to_dynamic()  # batched parameters, vmapped over by the BatchedPlane
+            lenses.append(BatchedPlane(name="subhalos", **c, lens=sub, chunk_size=self.chunk))
+        lenses.append(MassSheet(name="sheet", **c, x0=0.0, y0=0.0, kappa=kw[-1]["kappa"]))
+        with warnings.catch_warnings():  # "static redshift overwritten by the plane": intended, one plane
+            warnings.simplefilter("ignore", UserWarning)
+            return SinglePlane(name="plane", **c, lenses=lenses, z_l=z_l, z_s=z_s)
+
+    def _sersic(self, d: dict, name: str):
+        from caustics.light import Sersic
+
+        return Sersic(name=name, x0=d["center_x"], y0=d["center_y"], angle_system="e1_e2", e1=d["e1"], e2=d["e2"],
+                      n=d["n_sersic"], Re=d["R_sersic"], Ie=d["amp"] * PIXEL_SCALE**2)
+
+    def simulator(self, scene: dict, n_macro: int):
+        sim = self.caustics.LensSource(lens=self.lens(scene, n_macro), source=self._sersic(scene["kwargs_source"][0], "source"),
+                                       lens_light=self._sersic(scene["kwargs_lens_light"][0], "lens_light"),
+                                       pixelscale=PIXEL_SCALE, pixels_x=NUM_PIX, psf=self.psf)
+        sim.to(dtype=torch.float64)
+        return sim
+
+    def image(self, scene: dict, n_macro: int) -> np.ndarray:
+        """Build the simulator for the scene and render it (caustics' whole path per image, like lenstronomy's)."""
+        with torch.no_grad():
+            return self.simulator(scene, n_macro)().numpy()
+
+    def max_deflection_difference(self, scene: dict, n_macro: int) -> float:
+        """max |α_caustics − α_lenstronomy| (arcsec) on the image's pixel centres, whole lens system."""
+        from lenstronomy.LensModel.lens_model import LensModel
+        from lenstronomy.Util import util
+
+        x, y = util.make_grid(NUM_PIX, PIXEL_SCALE)
+        with torch.no_grad():
+            ax, ay = self.lens(scene, n_macro).reduced_deflection_angle(x=self._t(x), y=self._t(y))
+        bx, by = LensModel(scene["lens_model_list"]).alpha(x, y, scene["kwargs_lens"])
+        return float(np.max(np.hypot(ax.numpy() - bx, ay.numpy() - by)))
+
+
+#: caustics and lenstronomy deflections must agree to this (arcsec; 2.5e-4 of a 0.04″ pixel): caustics sums 18
+#: terms of the Tessore & Metcalf series by default (n_iter), ~1e-7–1e-6″ from the exact value for the bench ellipticities
+CAUSTICS_DALPHA_TOL = 1e-5
+
+
+def caustics_available() -> bool:
+    try:
+        import caustics  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def timed(fn, repeats: int, warm: bool = True) -> tuple[list[float], object]:
     """Wall times of ``repeats`` calls, after one untimed call (kernel variants for new shapes compile there)."""
     out, times = fn() if warm else None, []
@@ -271,18 +364,25 @@ def main() -> None:
     parser.add_argument("--sim-config", type=Path, default=ROOT / "config" / "config.yaml",
                         help="config whose 'train' images time the whole simulator per renderer.backend")
     parser.add_argument("--sim-images", type=int, default=20, help="images per backend for the simulator timing (0: skip)")
+    parser.add_argument("--caustics-repeats", type=int, default=2, help="repetitions of the caustics path (e)")
+    parser.add_argument("--caustics-chunk", type=int, default=100,
+                        help="subhalos per vmapped chunk of caustics' BatchedPlane (memory bound)")
+    parser.add_argument("--no-caustics", action="store_true", help="skip the caustics column")
     args = parser.parse_args()
     if args.quick:
-        args.repeats, args.reference_repeats, args.batch = 3, 1, 2
+        args.repeats, args.reference_repeats, args.batch, args.caustics_repeats = 3, 1, 2, 1
+    psf = psf_kernel(args.psf)
+    use_caustics = not args.no_caustics and caustics_available()
+    cz = Caustics(psf, args.caustics_chunk) if use_caustics else None
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     rng = np.random.default_rng(args.seed)
-    psf = psf_kernel(args.psf)
     lt = Lenstronomy(psf)
     cuda = torch.cuda.is_available()
     print(
         f"# one CPU thread (torch {torch.get_num_threads()}, numba/BLAS via env = 1); psf {args.psf} {psf.shape}; "
-        f"σ_bkg = {SIGMA_BKG:.5f} e/s; CUDA: {'yes' if cuda else 'no (path (c) skipped)'}",
+        f"σ_bkg = {SIGMA_BKG:.5f} e/s; CUDA: {'yes' if cuda else 'no (path (c) skipped)'}; caustics: "
+        f"{'yes' if cz else 'no (column (e) skipped: ' + ('--no-caustics' if args.no_caustics else 'not installed') + ')'}",
         flush=True,
     )
 
@@ -302,7 +402,8 @@ def main() -> None:
 
     header = (
         f"{'N_sub':>6} {'(a) ref ms':>11} {'(d) numba ms':>13} {'(b) ours ms':>12} {'(b′) batch ms':>14} {'(c) cuda ms':>12} "
-        f"{'a/b':>7} {'d/b':>6} {'max|Δ|/σ':>9} {'κ field':>9} {'κ pixels':>9}"
+        f"{'a/b':>7} {'d/b':>6} {'max|Δ|/σ':>9} {'κ field':>9} {'κ pixels':>9} {'(e) caustics ms':>16} {'peer/b':>7} "
+        f"{'caus |Δα|″':>10}"
     )
     print(header, flush=True)
     result: dict[str, object] = {
@@ -313,6 +414,9 @@ def main() -> None:
         "cuda": cuda,
         "repeats": args.repeats,
         "reference_repeats": args.reference_repeats,
+        "caustics": bool(cz),
+        "caustics_repeats": args.caustics_repeats if cz else 0,
+        "caustics_chunk": args.caustics_chunk,
     }
     worst = 0.0
     for n_sub in args.n_sub:
@@ -342,6 +446,14 @@ def main() -> None:
 
         t_ref, (img_ref, kappa_pix) = timed(reference, args.reference_repeats, warm=False)  # nothing to warm
         t_numba, img_numba = timed(numba, args.repeats)
+        t_caus = img_caus = None
+        if cz is not None:  # the whole caustics path per image: build the simulator, render (nothing to compile)
+            t_caus, img_caus = timed(lambda final=final: cz.image(final, info["n_macro"]), args.caustics_repeats,
+                                     warm=not args.quick)
+            dalpha = cz.max_deflection_difference(final, info["n_macro"])
+            if dalpha > CAUSTICS_DALPHA_TOL:
+                print(f"# WARNING: caustics deflections differ from lenstronomy's by {dalpha:.2e}″ "
+                      f"(> {CAUSTICS_DALPHA_TOL:g}″) at N_sub = {n_sub}", flush=True)
         batch = [draw_scene(rng, n_sub, args.gamma, psf)[0] for _ in range(args.batch - 1)]
         batch = [final] + [
             with_sheet(
@@ -383,6 +495,16 @@ def main() -> None:
             "ms_ours_min": 1e3 * min(t_ours),
         }
         row["speedup"] = row["ms_reference"] / row["ms_ours"]
+        peers = {"lenstronomy_epl": row["ms_reference"], "lenstronomy_epl_numba": row["ms_lenstronomy_numba"]}
+        if t_caus is not None:
+            row["ms_caustics"] = ms(t_caus)
+            row["ms_caustics_min"] = 1e3 * min(t_caus)
+            row["caustics_max_dalpha_arcsec"] = dalpha
+            row["caustics_deflections_agree"] = dalpha <= CAUSTICS_DALPHA_TOL
+            row["max_abs_diff_over_sigma_caustics"] = float(np.abs(img_caus - img_ours).max() / SIGMA_BKG)
+            peers["caustics"] = row["ms_caustics"]
+        row["best_peer"] = min(peers, key=peers.get)
+        row["speedup_vs_best_peer"] = peers[row["best_peer"]] / row["ms_ours"]
         row["speedup_vs_numba"] = row["ms_lenstronomy_numba"] / row["ms_ours"]
         row["max_abs_diff_over_sigma"] = diff
         row["kappa_sheet_field"], row["kappa_sheet_pixels"] = kappa_field, kappa_pix
@@ -390,10 +512,12 @@ def main() -> None:
         for key, value in row.items():
             result[f"{key}_{n_sub}"] = value
         cuda_ms = f"{row['ms_ours_cuda']:12.2f}" if t_cuda else f"{'skipped':>12}"
+        caus = (f"{row['ms_caustics']:16.0f}" if t_caus is not None else f"{'skipped':>16}")
+        caus_da = f"{row['caustics_max_dalpha_arcsec']:10.1e}" if t_caus is not None else f"{'-':>10}"
         print(
             f"{n_sub:6d} {row['ms_reference']:11.0f} {row['ms_lenstronomy_numba']:13.0f} {row['ms_ours']:12.1f} "
             f"{row['ms_ours_batched_cpu']:14.1f} {cuda_ms} {row['speedup']:7.0f} {row['speedup_vs_numba']:6.1f} {diff:9.2e} "
-            f"{kappa_field:9.5f} {kappa_pix:9.5f}",
+            f"{kappa_field:9.5f} {kappa_pix:9.5f} {caus} {row['speedup_vs_best_peer']:7.1f} {caus_da}",
             flush=True,
         )
     result["max_abs_diff_over_sigma"] = worst

@@ -20,14 +20,25 @@ from lensinfer.config import (
     ConfigError,
     check_config,
     dataset_shards,
+    expand_cdm_sweep,
     observation_lenses,
 )  # noqa: E402
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+# the CDM bands of the γ-curve figure: the listed CDM sets, plus the c × 1 sets of a concentration sweep
+CDM_BANDS = list(config["inference"]["cdm_datasets"])
 try:
+    # inference.cdm_sweep: generated datasets (one per base dataset and multiplier), added to inference.cdm_datasets
+    CDM_SWEEP = expand_cdm_sweep(config)
     check_config(config, base_dir=".")
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration: {err}") from None
+
+CDM_BANDS += [
+    r["dataset"]
+    for r in CDM_SWEEP
+    if r["c_factor"] == 1.0 and r["dataset"] not in CDM_BANDS
+]
 
 # Estimators of this run (config `estimator`); γ-curve stages (curves, calibration, CDM tests, γ figures) run for the
 # NRE and for an NPE whose flow targets include the population slope gamma_pop.
@@ -173,6 +184,8 @@ def plot_targets():
         names += [f"npe/{n}" for n in NPE_DIAGNOSTIC_PLOTS]
         if POINT_SOURCE:
             names.append("npe/derived")
+    if CDM_SWEEP:
+        names += [f"{est}/cdm_sweep" for est in GAMMA_ESTIMATORS]
     if len(GAMMA_ESTIMATORS) == 2:
         names.append("estimator_comparison")
     return expand("results/plots/{name}.png", name=names)

@@ -76,7 +76,7 @@ rule plot_gamma_curves:
         cdm=lambda w: expand(
             "results/inference/{est}/cdm_{dataset}.json",
             est=w.est,
-            dataset=config["inference"]["cdm_datasets"],
+            dataset=CDM_BANDS,
         ),
     output:
         report(
@@ -92,6 +92,33 @@ rule plot_gamma_curves:
     threads: 1
     resources:
         mem_mb=1000,
+    script:
+        "../workflow/scripts/plot.py"
+
+
+rule plot_cdm_sweep:
+    input:
+        cdm=lambda w: expand(
+            "results/inference/{est}/cdm_{dataset}.json",
+            est=w.est,
+            dataset=[r["dataset"] for r in CDM_SWEEP],
+        ),
+    output:
+        report(
+            "results/plots/{est}/cdm_sweep.png",
+            caption="../report/cdm_sweep.rst",
+            category="Inference",
+            subcategory="{est}",
+        ),
+    log:
+        "logs/plot/{est}/cdm_sweep.log",
+    conda:
+        "../envs/plot.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+    params:
+        sweep=CDM_SWEEP,
     script:
         "../workflow/scripts/plot.py"
 

@@ -24,6 +24,9 @@ def test_bench_loader_quick():
     out = _run("loader.py")
     assert out["images_per_s"] > 0 and out["naive_images_per_s"] > 0 and out["noise_images_per_s"] > 0
     assert 0 < out["bytes_per_image"] < 2 * 4 * 100 * 100  # float32 images + bool masks, at most raw size
+    # the standard baseline, timed in the same run: map-style zarr Dataset + DataLoader(shuffle=True, num_workers=2)
+    assert out["dataloader_images_per_s"] > 0 and out["dataloader_workers"] == 2 and out["statistic"] == "median"
+    assert out["speedup_vs_dataloader"] == pytest.approx(out["images_per_s"] / out["dataloader_images_per_s"], rel=0.01)
 
 
 def test_bench_infer_quick():
@@ -55,3 +58,49 @@ def test_bench_train_step_quick():
     for kind in ("npe", "nre"):
         assert out[f"ms_per_step_{kind}_defaults"] > 0 and out[f"ms_per_step_{kind}_lensinfer"] > 0
         assert out[f"loss_diff_{kind}"] < 1e-4  # the same step both ways: equal weights, batch and loss
+
+
+def _bench_simulate():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_simulate", ROOT / "bench" / "simulate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_caustics_path_matches_lenstronomy_deflections():
+    """The caustics column (issue 19): its lens system reproduces lenstronomy's deflections on the bench scene and
+    its simulator renders a finite 100×100 image (no timing)."""
+    pytest.importorskip("caustics", reason="caustics (bench-only dependency, `make bench`) is not installed")
+    import numpy as np
+
+    sim = _bench_simulate()
+    psf = sim.psf_kernel("gaussian")
+    scene, info = sim.draw_scene(np.random.default_rng(1), 12, 2.2, psf)
+    scene = sim.with_sheet(scene, -0.003)
+    cz = sim.Caustics(psf, chunk=5)
+    assert cz.max_deflection_difference(scene, info["n_macro"]) < sim.CAUSTICS_DALPHA_TOL
+    image = cz.image(scene, info["n_macro"])
+    assert image.shape == (100, 100) and np.isfinite(image).all() and image.max() > 0
+
+
+@pytest.mark.slow
+def test_bench_simulate_quick_with_caustics_column():
+    pytest.importorskip("caustics", reason="caustics (bench-only dependency, `make bench`) is not installed")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(ROOT / ".numba_cache"), PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "simulate.py"), "--quick", "--n-sub", "0", "20",
+                           "--sim-images", "0", "--caustics-chunk", "10"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["caustics"] and out["ms_caustics_20"] > 0 and out["caustics_deflections_agree_20"]
+    peers = [out["ms_reference_20"], out["ms_lenstronomy_numba_20"], out["ms_caustics_20"]]
+    assert out["speedup_vs_best_peer_20"] == pytest.approx(min(peers) / out["ms_ours_20"], rel=1e-9)
+
+
+def test_bench_simulate_without_caustics_reports_the_lenstronomy_peers(monkeypatch):
+    """With caustics absent (or --no-caustics) the column is skipped and the best peer is a lenstronomy path."""
+    sim = _bench_simulate()
+    monkeypatch.setitem(sys.modules, "caustics", None)  # import caustics → ImportError
+    assert sim.caustics_available() is False

@@ -93,3 +93,23 @@ def test_local_observations_need_existing_folder(raw, tmp_path):
     cfg["observations"] = {"source": "local", "local_dir": str(tmp_path / "nowhere"), "lenses": [{"name": "J0946+1006", "file": "a.fits"}]}
     with pytest.raises(ConfigError, match="observations.local_dir"):
         _validated(cfg)
+
+
+@pytest.mark.parametrize(
+    "train,match",
+    [
+        ({"select": "epoch"}, r"train\.select_epoch: required when train\.select is 'epoch'"),
+        ({"select": "epoch", "select_epoch": 99, "max_epochs": 75}, r"train\.select_epoch: 99 exceeds train\.max_epochs"),
+        ({"select": "last"}, r"(?s)'last' is not one of.*best"),
+    ],
+)
+def test_model_selection_errors_name_the_key(raw, train, match):
+    cfg = copy.deepcopy(raw)
+    cfg["train"].update(train)
+    with pytest.raises(Exception, match=match):
+        _validated(cfg)
+
+
+def test_paper_config_selects_the_epoch_20_model(root):
+    cfg = load_config(root / "config" / "paper.yaml")
+    assert cfg["train"]["select"] == "epoch" and cfg["train"]["select_epoch"] == 20  # the reference's model

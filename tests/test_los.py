@@ -56,3 +56,48 @@ def test_multiplane_render_with_los(los):
     single = r._image(models[:1], kwargs[:1], ["SERSIC_ELLIPSE"], src, [], [])
     assert np.isfinite(multi).all() and 0 < np.abs(multi - single).max() < 0.5 * single.max()
     assert LensModel(models, z_source=0.6, lens_redshift_list=redshifts, multi_plane=True).alpha(0.5, 0.5, kwargs)
+
+
+@pytest.mark.parametrize("mode, width", [("reference", 0.1 * 2.5**2), ("relative", 0.1 * 2.5)])
+def test_los_slope_scatter_modes(monkeypatch, mode, width):
+    """lens.los.gamma_scatter: the reference code's σ = 0.1 γ² (its LOSDG19_epl quirk) or the relative σ = 0.1 γ."""
+    import scipy.stats
+
+    from lensinfer.simulate import los as los_module
+
+    model = LineOfSight(dict(LOS, gamma_scatter=mode))
+    assert model.slope_width(2.5, 0.1) == pytest.approx(width, rel=1e-12)
+    calls = []
+    real = los_module.draw_truncnormal
+
+    def spy(rng, loc, scale, low, high, size=None):
+        calls.append((loc, scale, low, high))
+        return real(rng, loc, scale, low, high, size=size)
+
+    monkeypatch.setattr(los_module, "draw_truncnormal", spy)
+    kw = dict(KW, gamma_pop=2.5)
+    slopes = np.concatenate([model.draw(np.random.default_rng(s), profile="EPL", population={"profile": "EPL"},
+                                        **kw).table[:, COL["gamma"]] for s in range(12)])
+    assert calls and all(c == pytest.approx((2.5, width, 1.01, 2.99), rel=1e-12) for c in calls)
+    # the drawn slopes follow that truncated normal: its mean and std within 4 standard errors
+    a, b = (1.01 - 2.5) / width, (2.99 - 2.5) / width
+    law = scipy.stats.truncnorm(a, b, loc=2.5, scale=width)
+    n = len(slopes)
+    assert n > 300
+    assert abs(slopes.mean() - law.mean()) < 4 * law.std() / np.sqrt(n)
+    assert abs(slopes.std() - law.std()) < 4 * law.std() / np.sqrt(2 * n) * 1.5
+
+
+def test_los_scatter_mode_default_and_error():
+    assert LineOfSight(LOS).scatter_mode == "relative"  # today's behaviour unless the config asks for the quirk
+    with pytest.raises(ValueError, match="lens.los.gamma_scatter"):
+        LineOfSight(dict(LOS, gamma_scatter="gamma2"))
+
+
+def test_nfw_los_concentration_ignores_c_factor(los):
+    """LOS NFW halos keep the plain DM14 concentration whatever the CDM population's c_factor (as the reference)."""
+    base = {"profile": "NFW", "c_factor": 1.0, "dex_scatter": 0.1}
+    one = los.draw(np.random.default_rng(8), profile="NFW", population=base, **KW)
+    ten = los.draw(np.random.default_rng(8), profile="NFW", population=dict(base, c_factor=10.0), **KW)
+    assert len(one.models) > 0
+    np.testing.assert_array_equal(one.table, ten.table)

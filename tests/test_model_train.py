@@ -199,3 +199,43 @@ def test_cosine_schedule_sets_the_lr_per_step_and_resumes_bit_identically(tmp_pa
     fresh = list(csv.DictReader(open(part / "history.csv")))
     assert len(fresh) == 4 and float(fresh[0]["lr"]) == pytest.approx(
         TRAIN["lr"] * cosine_factor(steps, steps_per_epoch=steps, epochs=4, warmup_epochs=0.5, min_factor=0.1))
+
+
+def test_select_epoch_writes_that_epochs_model_and_ignores_early_stopping(tmp_path, synthetic_dataset):
+    """train.select: epoch (the reference's epoch-20 checkpoint): training runs exactly select_epoch epochs, even
+    when early stopping would have stopped it, and the model written is the one after that epoch."""
+    cfg = dict(TRAIN, max_epochs=6, early_stopping={"patience": 1, "min_delta": 10.0}, select="epoch", select_epoch=4)
+    kwargs = dict(train_dir=synthetic_dataset, train_masks=synthetic_dataset / "masks.zarr", val_dir=synthetic_dataset,
+                  val_masks=synthetic_dataset / "masks.zarr", whitening=load_whitening(synthetic_dataset / "stats.json"),
+                  model_cfg=MODEL, train_cfg=cfg, seed=3, out_model=tmp_path / "model.pt",
+                  out_history=tmp_path / "history.csv", checkpoint_dir=tmp_path / "ckpt", threads=1)
+    out = train_ratio_estimator(**kwargs)  # best: early stopping (min_delta 10) would stop after 2 epochs
+    history = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert out["epochs"] == len(history) == 4 and out["select"] == "epoch" and out["selected_epoch"] == 3
+    blob = torch.load(tmp_path / "model.pt", weights_only=False)
+    last = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=False)
+    assert blob["selected_epoch"] == last["epoch"] == 3 and blob["select"] == "epoch"
+    assert blob["selected_val_loss"] == pytest.approx(float(history[3]["val_loss"]), rel=1e-5)
+    for k in blob["model"]:
+        torch.testing.assert_close(blob["model"][k], last["model"][k].cpu(), rtol=0, atol=0)
+    # a rerun finds the finished checkpoint and writes the same model without training
+    again = train_ratio_estimator(**dict(kwargs, out_model=tmp_path / "again.pt"))
+    assert again["selected_epoch"] == 3 and again["epochs"] == 4
+    blob2 = torch.load(tmp_path / "again.pt", weights_only=False)
+    for k in blob["model"]:
+        torch.testing.assert_close(blob["model"][k], blob2["model"][k], rtol=0, atol=0)
+
+    best = train_ratio_estimator(**dict(kwargs, train_cfg=dict(cfg, select="best"), out_model=tmp_path / "best.pt",
+                                        out_history=tmp_path / "best.csv", checkpoint_dir=tmp_path / "ckpt_best"))
+    assert best["epochs"] == 2 and best["select"] == "best" and best["selected_epoch"] == best["best_epoch"]
+
+
+def test_selection_rejects_a_missing_or_out_of_range_epoch():
+    from lensinfer.train import selection
+
+    assert selection({"max_epochs": 75}) == ("best", 0)
+    assert selection({"max_epochs": 75, "select": "epoch", "select_epoch": 20}) == ("epoch", 20)
+    with pytest.raises(ValueError, match="train.select_epoch: required"):
+        selection({"max_epochs": 75, "select": "epoch"})
+    with pytest.raises(ValueError, match=r"train.select_epoch: 80 must lie in \[1, train.max_epochs = 75\]"):
+        selection({"max_epochs": 75, "select": "epoch", "select_epoch": 80})

@@ -26,6 +26,7 @@ def paper_scenes(tmp_path_factory, root):
     cfg["lens"]["source"]["catalog_dir"] = str(make_cosmos_fixture(tmp_path_factory.mktemp("cat")))
     cfg["lens"]["source"].pop("download")
     assert cfg["lens"]["los"]["delta_los"] == {"uniform": [0.0, 2.0]}  # LOS draws are tested in test_los.py
+    assert cfg["lens"]["los"]["gamma_scatter"] == "reference"  # σ = 0.1 γ², the reference's LOSDG19_epl
     cfg["lens"]["los"] = None
     renderer = LenstronomyRenderer(Instrument(cfg["instrument"]))
     cosmos = source_catalog(cfg, "train")

@@ -255,3 +255,21 @@ def test_killed_simulation_resumes_without_redoing_finished_shards(tmp_path):
     assert (out.stdout + out.stderr).count("rule simulate_shard:") == 1
     assert (directory_sha256(first), first.stat().st_mtime_ns) == stamp and second.exists()
     assert not list((wd / "results/sims/train").glob("*.partial"))
+
+
+def test_cdm_sweep_runs_and_its_figure_is_in_the_report(workdir, tmp_path):
+    """inference.cdm_sweep on the tiny config (a copy of the finished run): the generated c × 4 set is simulated and
+    inferred, the sweep figure is drawn and the report shows it."""
+    wd = tmp_path / "sweep"
+    shutil.copytree(workdir, wd, symlinks=True)
+    cfg = _variant(wd, "sweep", lambda c: c["inference"].update(cdm_sweep={"datasets": ["test_nfw"], "c_factors": [1, 4]}))
+    planned = planned_rules(snakemake(wd, "-n", configfile=cfg))
+    assert {"simulate_shard", "merge", "mask", "curves", "infer_cdm", "plot_cdm_sweep"} <= planned
+    assert not planned & {"train_nre", "train_flow", "calibrate"}  # a new CDM set reuses the trained models
+    snakemake(wd, "--cores", "2", configfile=cfg)
+    for est in ("nre", "npe"):
+        cdm = json.loads((wd / f"results/inference/{est}/cdm_test_nfw_c4.json").read_text())
+        assert cdm["set_size"] == 13 and cdm["n_sets"] == 2 and 1.1 <= cdm["mle_percentiles"]["50"] <= 2.9
+        assert (wd / f"results/plots/{est}/cdm_sweep.png").stat().st_size > 10_000
+    snakemake(wd, "--report", str(wd / "report.html"), configfile=cfg)
+    assert "cdm_sweep.png" in (wd / "report.html").read_text(errors="ignore")

@@ -13,7 +13,8 @@ from typing import Any, Iterator, Mapping
 
 from .simulate.priors import PriorError, check_prior, prior_bounds
 
-__all__ = ["ConfigError", "check_config", "iter_priors", "dataset_shards", "observation_lenses", "load_config"]
+__all__ = ["ConfigError", "check_config", "iter_priors", "dataset_shards", "observation_lenses", "load_config",
+           "expand_cdm_sweep", "cdm_sweep_name"]
 
 
 class ConfigError(ValueError):
@@ -119,6 +120,13 @@ def check_config(config: Mapping[str, Any], base_dir: str | Path = ".") -> None:
     if not (grid["low"] < grid["high"]) or grid["low"] < lo - 1e-9 or grid["high"] > hi + 1e-9:
         raise ConfigError(f"inference.grid: [low, high] = [{grid['low']}, {grid['high']}] must be an interval inside "
                           f"the training γ prior [{lo}, {hi}]")
+    train = config["train"]
+    if train.get("select") == "epoch":  # the model after select_epoch epochs (the reference's epoch-20 checkpoint)
+        if train.get("select_epoch") is None:
+            raise ConfigError("train.select_epoch: required when train.select is 'epoch' (the reference's model: 20)")
+        if train["select_epoch"] > train["max_epochs"]:
+            raise ConfigError(f"train.select_epoch: {train['select_epoch']} exceeds train.max_epochs "
+                              f"({train['max_epochs']})")
     if config["train"]["batch_size"] > config["datasets"][config["train"]["dataset"]]["n_shards"] * \
             config["datasets"][config["train"]["dataset"]]["shard_size"]:
         raise ConfigError("train.batch_size: larger than the training set")
@@ -216,6 +224,54 @@ def _check_bands(config: Mapping[str, Any], base_dir: str | Path) -> None:
                           "(renderer.backend: lenstronomy)")
 
 
+def cdm_sweep_name(base: str, c_factor: float) -> str:
+    """Name of the dataset of a CDM sweep: the base dataset with its concentration multiplier, e.g. ``test_nfw_c0.4``."""
+    return f"{base}_c{float(c_factor):g}"
+
+
+def expand_cdm_sweep(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Generate the datasets of ``inference.cdm_sweep`` (in place) and return the sweep as rows.
+
+    For every base dataset (an NFW or TNFW population) and every multiplier c in ``c_factors`` a copy of the base with
+    ``population.c_factor = c`` is added to ``datasets`` as :func:`cdm_sweep_name` (the base itself when its own
+    ``c_factor`` is c) and to ``inference.cdm_datasets``: the paper's CDM comparison, c × {0.4, …, 10} for NFW and
+    tNFW (spec/science.md §1.2, §5). Only the subhalo concentrations are scaled; the line-of-sight halos keep the plain
+    DM14 concentration, as in the reference (:mod:`lensinfer.simulate.los`). Idempotent. Rows: ``dataset``, ``base``,
+    ``profile``, ``c_factor``.
+    """
+    import copy
+
+    sweep = (config.get("inference") or {}).get("cdm_sweep")
+    if not sweep:
+        return []
+    datasets = config["datasets"]
+    cdm = config["inference"].setdefault("cdm_datasets", [])
+    rows = []
+    for i, base in enumerate(sweep["datasets"]):
+        key = f"inference.cdm_sweep.datasets[{i}]"
+        if base not in datasets:
+            raise ConfigError(f"{key}: dataset {base!r} is not defined; defined datasets: {sorted(datasets)}")
+        pop = datasets[base]["population"]
+        if pop["profile"] not in ("NFW", "TNFW"):
+            raise ConfigError(f"{key}: dataset {base!r} has profile {pop['profile']!r}; a concentration sweep needs an "
+                              "NFW or TNFW population")
+        for c in sweep["c_factors"]:
+            if float(c) == float(pop.get("c_factor", 1.0)):
+                name = base
+            else:
+                name = cdm_sweep_name(base, c)
+                generated = copy.deepcopy(datasets[base])
+                generated["population"]["c_factor"] = float(c)
+                if name in datasets and datasets[name] != generated:
+                    raise ConfigError(f"{key}: the sweep dataset {name!r} (c_factor {c:g}) is already defined "
+                                      "differently in datasets; rename it")
+                datasets[name] = generated
+            if name not in cdm:
+                cdm.append(name)
+            rows.append({"dataset": name, "base": base, "profile": pop["profile"], "c_factor": float(c)})
+    return rows
+
+
 def dataset_shards(config: Mapping[str, Any], dataset: str) -> list[int]:
     """Shard indices of a dataset."""
     return list(range(int(config["datasets"][dataset]["n_shards"])))
@@ -239,5 +295,6 @@ def load_config(path: str | Path) -> dict[str, Any]:
     config = yaml.safe_load(Path(path).read_text())
     schema = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
     validate(config, str(schema))
+    expand_cdm_sweep(config)
     check_config(config, Path(path).resolve().parent.parent)
     return config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_training", "plot_examples", "plot_observations", "plot_gamma_curves", "plot_coverage", "for_rule",
+__all__ = ["plot_training", "plot_examples", "plot_observations", "plot_gamma_curves", "plot_cdm_sweep", "plot_coverage", "for_rule",
            "plot_truth_vs_prediction", "plot_residuals", "plot_tarp", "plot_sbc", "plot_corner",
            "plot_estimator_comparison", "plot_derived"]
 
@@ -126,6 +126,45 @@ def plot_gamma_curves(summary_json: str | Path, curves_csv: str | Path, cdm_json
     _save(fig, out)
 
 
+def plot_cdm_sweep(cdm_jsons: Sequence[str], sweep: Sequence[Mapping[str, Any]], out: str | Path) -> None:
+    """13-lens MLE band (16–84 % of the MLEs of disjoint sets, median) of the CDM test sets against the concentration
+    multiplier, per profile, with the paper's values (:data:`lensinfer.reference.CDM_SWEEP`) as reference points.
+
+    ``sweep`` rows (:func:`lensinfer.config.expand_cdm_sweep`) give each JSON's profile and multiplier, in order.
+    """
+    from .reference import CDM_SWEEP, HST_COMBINED
+
+    if len(cdm_jsons) != len(sweep):
+        raise ValueError(f"plot_cdm_sweep: {len(cdm_jsons)} result files for {len(sweep)} sweep datasets")
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    ax.axhspan(HST_COMBINED["low"], HST_COMBINED["high"], color="0.85", zorder=0,
+               label="HST, 13 lenses, 68 % (paper)")
+    profiles = sorted({str(r["profile"]) for r in sweep})
+    for k, profile in enumerate(profiles):
+        rows = sorted((float(r["c_factor"]), json.loads(Path(path).read_text()))
+                      for path, r in zip(cdm_jsons, sweep) if r["profile"] == profile)
+        c = np.array([row[0] for row in rows])
+        pct = np.array([[row[1]["mle_percentiles"][q] for q in ("16", "50", "84")] for row in rows])
+        n_sets = min(int(row[1]["n_sets"]) for row in rows)
+        size = rows[0][1]["set_size"]
+        color = f"C{k}"
+        if len(c) > 1:
+            ax.fill_between(c, pct[:, 0], pct[:, 2], color=color, alpha=0.25, lw=0)
+        ax.errorbar(c, pct[:, 1], yerr=[pct[:, 1] - pct[:, 0], pct[:, 2] - pct[:, 1]], color=color, marker="o",
+                    ms=4, capsize=2, label=f"{profile}: this run (median, 16–84 % of {size}-lens MLEs, ≥ {n_sets} sets)")
+        paper = CDM_SWEEP.get(profile)
+        if paper:
+            pc = np.array(sorted(paper))
+            pv = np.array([paper[x] for x in pc])
+            ax.errorbar(pc * 1.04, pv[:, 0], yerr=[pv[:, 0] - pv[:, 1], pv[:, 2] - pv[:, 0]], color=color, ls="none",
+                        marker="s", mfc="white", ms=4, capsize=2, label=f"{profile}: paper (median, 16–84 %)")
+    ax.set_xscale("log")
+    ax.set_xticks([0.4, 0.6, 1, 2, 4, 6, 10], labels=["0.4", "0.6", "1", "2", "4", "6", "10"])
+    ax.set(xlabel="concentration multiplier c_factor (× DM14)", ylabel="γ MLE of 13-lens sets")
+    ax.legend(fontsize=7, loc="lower right")
+    _save(fig, out)
+
+
 def plot_coverage(coverage_csv: str | Path, thresholds_json: str | Path, out: str | Path) -> None:
     """Expected coverage vs nominal level per set size N: Wilks intervals (dashed) and the reported,
     coverage-recalibrated intervals (solid; thresholds fitted on the other fold of γ values)."""
@@ -160,6 +199,8 @@ def for_rule(rule: str, inputs: Any, params: Any, out: str) -> None:
         plot_observations(list(inputs.images), list(inputs.masks), params.lenses, out)
     elif rule == "plot_gamma_curves":
         plot_gamma_curves(inputs.summary, inputs.curves, list(inputs.cdm), out)
+    elif rule == "plot_cdm_sweep":
+        plot_cdm_sweep(list(inputs.cdm), list(params.sweep), out)
     elif rule == "plot_coverage":
         plot_coverage(inputs.coverage, inputs.thresholds, out)
     elif rule == "plot_npe_samples":

@@ -23,6 +23,11 @@ tensors that comes with that mode (``torch.utils.deterministic.fill_uninitialize
 kernel used here reads memory it has not written) is switched off — it cost ~10 % of a step. A checkpoint (model,
 optimiser, scheduler, RNG states, history) is written atomically every epoch; a killed run resumes from it when the
 training settings and data agree (its fingerprint).
+
+Model selection (``train.select``): ``best`` writes the epoch of lowest validation loss; ``epoch`` writes the model
+after ``train.select_epoch`` epochs (counted from 1, as the reference's ``epoch{N}_checkpt.pth``: the published model
+is the epoch-20 checkpoint, spec/science.md §3). With ``epoch`` training runs exactly that many epochs — early
+stopping does not cut it short, as the published run reached epoch 20 — and stops there.
 """
 
 from __future__ import annotations
@@ -191,6 +196,7 @@ def _fit(
     ckpt_path = ckpt_dir / "last.pt"
     history: list[dict[str, float]] = []
     best = {"loss": math.inf, "epoch": -1, "state": None}
+    chosen: dict[str, Any] | None = None  # the train.select_epoch model (train.select: epoch)
     start_epoch, bad_epochs = 0, 0
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
@@ -199,6 +205,7 @@ def _fit(
             opt.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             history, best, bad_epochs = ckpt["history"], ckpt["best"], ckpt["bad_epochs"]
+            chosen = ckpt.get("chosen")
             start_epoch = ckpt["epoch"] + 1
             torch.set_rng_state(ckpt["torch_rng"])
             if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
@@ -209,7 +216,10 @@ def _fit(
 
     max_epochs = int(train_cfg["max_epochs"])
     es = train_cfg["early_stopping"]
-    if bad_epochs >= int(es["patience"]):  # the checkpointed run had already stopped early: it is finished
+    select, select_epoch = selection(train_cfg)
+    if select == "epoch":
+        max_epochs = select_epoch  # the selected epoch is the last one trained
+    elif bad_epochs >= int(es["patience"]):  # the checkpointed run had already stopped early: it is finished
         log.info("checkpoint %s is of a run that stopped early; nothing left to train", ckpt_path)
         max_epochs = start_epoch
     t_start = time.perf_counter()
@@ -249,13 +259,16 @@ def _fit(
             bad_epochs += 1
         if val_loss < best["loss"]:
             best = {"loss": val_loss, "epoch": epoch, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        if select == "epoch" and epoch == select_epoch - 1:
+            chosen = {"loss": val_loss, "epoch": epoch, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": scheduler.state_dict(), "history": history, "best": best, "bad_epochs": bad_epochs,
+                    "scheduler": scheduler.state_dict(), "history": history, "best": best, "chosen": chosen,
+                    "bad_epochs": bad_epochs,
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}, tmp)
         os.replace(tmp, ckpt_path)
-        if bad_epochs >= int(es["patience"]):
+        if bad_epochs >= int(es["patience"]) and select == "best":
             log.info("early stopping after epoch %d", epoch)
             break
 
@@ -264,9 +277,32 @@ def _fit(
         writer.writeheader()
         for row in history:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    torch.save(dict(blob, kind=kind, model=best["state"], in_channels=in_channels, whitening=whitening.to_dict(),
-                    best_epoch=best["epoch"], best_val_loss=best["loss"], fingerprint=fingerprint), out_model)
-    return {"best_epoch": best["epoch"], "best_val_loss": best["loss"], "epochs": len(history)}
+    if select == "epoch" and chosen is None:
+        raise RuntimeError(f"train.select_epoch: training ended after {len(history)} epochs, before epoch {select_epoch}")
+    out = chosen if select == "epoch" else best
+    log.info("%s: writing the model of epoch %d (train.select: %s; best validation loss at epoch %d)", kind,
+             out["epoch"], select, best["epoch"])
+    torch.save(dict(blob, kind=kind, model=out["state"], in_channels=in_channels, whitening=whitening.to_dict(),
+                    best_epoch=best["epoch"], best_val_loss=best["loss"], select=select, selected_epoch=out["epoch"],
+                    selected_val_loss=out["loss"], fingerprint=fingerprint), out_model)
+    return {"best_epoch": best["epoch"], "best_val_loss": best["loss"], "epochs": len(history), "select": select,
+            "selected_epoch": out["epoch"], "selected_val_loss": out["loss"]}
+
+
+def selection(train_cfg: Mapping[str, Any]) -> tuple[str, int]:
+    """(``train.select``, ``train.select_epoch``): 'best' (lowest validation loss) or 'epoch' (the model after
+    ``select_epoch`` epochs, counted from 1; the reference's published model is its epoch-20 checkpoint)."""
+    select = str(train_cfg.get("select", "best"))
+    if select not in ("best", "epoch"):
+        raise ValueError(f"train.select: {select!r} is not one of ['best', 'epoch']")
+    if select == "best":
+        return select, 0
+    if train_cfg.get("select_epoch") is None:
+        raise ValueError("train.select_epoch: required when train.select is 'epoch' (the reference's model: 20)")
+    epoch = int(train_cfg["select_epoch"])
+    if not 1 <= epoch <= int(train_cfg["max_epochs"]):
+        raise ValueError(f"train.select_epoch: {epoch} must lie in [1, train.max_epochs = {train_cfg['max_epochs']}]")
+    return select, epoch
 
 
 def train_ratio_estimator(

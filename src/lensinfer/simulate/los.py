@@ -7,11 +7,20 @@ the power law and positions are uniform in the cone's disk. paltas draws all of 
 here paltas only provides the deterministic ingredients (``power_law_dn_dm``, ``volume_element``,
 ``two_halo_boost``, ``cone_angle_to_radius``) and every random draw comes from the image's generator.
 
-Training sets convert each halo to an EPL with the image's population slope (γ ~ truncnorm(γ_pop, 0.1 γ_pop,
-[1.01, 2.99]), e1, e2 ~ U(−0.2, 0.2), θE from its mass with Σ_crit and ρ_c of its plane), as the reference's
-``LOSDG19_epl``; CDM test sets use NFW halos with the Dutton & Macciò (2014) concentration (not truncated, as in the
-reference). Each slice gets a negative convergence sheet cancelling the mean convergence of its halos over the field.
-All halos of a slice sit at z + dz/2.
+Training sets convert each halo to an EPL with the image's population slope (e1, e2 ~ U(−0.2, 0.2), θE from its
+mass with Σ_crit and ρ_c of its plane), as the reference's ``LOSDG19_epl``. Its slope is drawn from
+truncnorm(γ_pop, σ, [1.01, 2.99]) with s = ``subhalos.gamma_scatter`` (0.1) and, by ``lens.los.gamma_scatter``:
+
+- ``reference``: σ = s·γ_pop² — what the published run drew. The reference's make_images.py passes the width
+  γ_pop·s to ``LOSDG19_epl``, whose draw (utils.py, ``g_scale = self.gamma*self.gamma_width``) multiplies it by
+  γ_pop again (spec/science.md §1.3, corrected; at γ_pop = 2.5 σ is 0.63 instead of 0.25);
+- ``relative``: σ = s·γ_pop, the relative scatter the subhalos get (spec §1.2) and that the quirk presumably meant.
+
+CDM test sets use NFW halos with the Dutton & Macciò (2014) concentration and ``dex_scatter`` of the population,
+**not** multiplied by the population's ``c_factor`` and not truncated, as in the reference (its
+``convert_to_lenstronomy_nfw`` calls ``mass_to_concentration`` without the concentration factor): a CDM sweep over
+``c_factor`` scales the subhalo concentrations only. Each slice gets a negative convergence sheet cancelling the mean
+convergence of its halos over the field. All halos of a slice sit at z + dz/2.
 """
 
 from __future__ import annotations
@@ -26,10 +35,13 @@ from .. import physics
 from ..compat import import_paltas
 from .priors import draw, draw_truncnormal
 
-__all__ = ["LOS_COLUMNS", "LosHalos", "LineOfSight"]
+__all__ = ["LOS_COLUMNS", "SCATTER_MODES", "LosHalos", "LineOfSight"]
 
 #: per-halo table of the LOS halos of an image
 LOS_COLUMNS = ("z", "mass", "x", "y", "gamma", "theta_E", "e1", "e2", "Rs", "alpha_Rs")
+
+#: ``lens.los.gamma_scatter`` values: the reference code's σ = s·γ² and the relative σ = s·γ
+SCATTER_MODES = ("reference", "relative")
 
 #: DG19 concentration parameters paltas requires but the EPL/NFW converters do not use (spec §1.3)
 _UNUSED_DG19 = {"c_0": 17.0, "conc_zeta": -0.25, "conc_beta": 0.7, "conc_m_ref": 1e8, "dex_scatter": 0.13,
@@ -58,6 +70,21 @@ class LineOfSight:
         self.cosmology = cosmology
         self._los_cls = LOSDG19
         self._params = {k: float(self.cfg[k]) for k in ("m_min", "m_max", "z_min", "dz", "cone_angle", "r_min", "r_max")}
+        self.scatter_mode  # noqa: B018 — a bad lens.los.gamma_scatter fails here, before any draw
+
+    @property
+    def scatter_mode(self) -> str:
+        """``lens.los.gamma_scatter``: 'reference' (σ = s·γ², the published run) or 'relative' (σ = s·γ)."""
+        mode = str(self.cfg.get("gamma_scatter", "relative"))
+        if mode not in SCATTER_MODES:
+            raise ValueError(f"lens.los.gamma_scatter: {mode!r} is not one of {list(SCATTER_MODES)}")
+        return mode
+
+    def slope_width(self, gamma_pop: float, gamma_scatter: float) -> float:
+        """Scale σ of the truncated normal of the LOS EPL slopes: s·γ_pop² ('reference', the quirk of the
+        reference's ``LOSDG19_epl``) or s·γ_pop ('relative'); s = ``subhalos.gamma_scatter``."""
+        width = gamma_scatter * gamma_pop
+        return width * gamma_pop if self.scatter_mode == "reference" else width
 
     def _model(self, z_lens: float, z_source: float, lens_m200: float, delta_los: float) -> Any:
         return self._los_cls(
@@ -70,7 +97,11 @@ class LineOfSight:
     def draw(self, rng: np.random.Generator, *, z_lens: float, z_source: float, theta_e: float, gamma_lens: float,
              gamma_pop: float, profile: str, gamma_scatter: float, population: Mapping[str, Any],
              subhalo_cfg: Mapping[str, Any], h: float, epl_model: str = "EPL") -> LosHalos:
-        """All LOS halos of one image (``profile`` 'EPL' for training sets, 'NFW'/'TNFW' → NFW halos for CDM tests)."""
+        """All LOS halos of one image (``profile`` 'EPL' for training sets, 'NFW'/'TNFW' → NFW halos for CDM tests).
+
+        ``gamma_scatter`` is the relative per-halo scatter s (``subhalos.gamma_scatter``); the width of the EPL slope
+        draw is :meth:`slope_width` (s·γ² or s·γ by ``lens.los.gamma_scatter``).
+        """
         from lenstronomy.Cosmo.lens_cosmo import LensCosmo
 
         main = physics.LensPlane(z_lens, z_source, self.cosmology)
@@ -100,14 +131,15 @@ class LineOfSight:
             block = np.full((n, len(LOS_COLUMNS)), np.nan)
             block[:, 0], block[:, 1], block[:, 2], block[:, 3] = z_plane, mass, x, y
             if profile == "EPL":
-                g = draw_truncnormal(rng, gamma_pop, gamma_scatter * gamma_pop, 1.01, 2.99, size=n)
+                g = draw_truncnormal(rng, gamma_pop, self.slope_width(gamma_pop, gamma_scatter), 1.01, 2.99, size=n)
                 block[:, 4] = g
                 block[:, 5] = physics.epl_m2thetae(mass, g, plane.sigma_crit, plane.rho_crit)
                 block[:, 6] = draw(subhalo_cfg["e1"], rng, n)
                 block[:, 7] = draw(subhalo_cfg["e2"], rng, n)
             else:
+                # the reference does not scale LOS concentrations by the population's c_factor (module docstring)
                 c = physics.dm14_concentration(mass, z_plane, h=h, dex_scatter=float(population["dex_scatter"]),
-                                               c_factor=float(population["c_factor"]), rng=rng)
+                                               c_factor=1.0, rng=rng)
                 lc = LensCosmo(z_plane, z_source, cosmo=physics.get_cosmology(self.cosmology))
                 block[:, 8], block[:, 9] = lc.nfw_physical2angle(mass, c)
             rows.append(block)
