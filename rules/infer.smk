@@ -16,9 +16,7 @@ rule misspecification:
         manifests=expand(
             "results/data/{dataset}/manifest.json", dataset=MISSPEC_DATASETS
         ),
-        masks_ref=expand(
-            "results/data/{dataset}/masks.zarr", dataset=MISSPEC_DATASETS
-        ),
+        masks_ref=expand("results/data/{dataset}/masks.zarr", dataset=MISSPEC_DATASETS),
         images=expand("results/observations/processed/{lens}/image.npy", lens=LENSES),
         masks=expand("results/observations/processed/{lens}/mask.npy", lens=LENSES),
         metadata=expand(
@@ -39,7 +37,6 @@ rule misspecification:
         lenses=LENSES,
     script:
         "../workflow/scripts/misspecification.py"
-
 
 
 rule infer:
