@@ -348,31 +348,34 @@ def preprocessed_mocks(config: Mapping[str, Any], analysis_instrument: Mapping[s
     return np.stack(images).astype(np.float32), np.stack(masks).astype(bool), sigmas
 
 
-def flag_rates(*, model: torch.nn.Module, whitening: Any, reference: Reference, sim_sigma: float,
+def flag_rates(*, estimators: Mapping[str, tuple[torch.nn.Module, Any, Reference]], sim_sigma: float,
                sim_backgrounds: np.ndarray, config: Mapping[str, Any], n: int, workdir: str | Path,
                cfg: Mapping[str, Any] | None = None, conditions: Sequence[str] = PERTURBATIONS,
                populations: Mapping[str, Mapping[str, Any]] | None = None, cosmos_dir: str | Path | None = None,
-               split_lists: str | Path | None = None) -> dict[str, dict[str, Any]]:
-    """Share of ``n`` mocks flagged per condition (:func:`perturbed_config`; ``populations`` adds matched-instrument
-    conditions with other subhalo populations, e.g. the demo mocks' NFW), with the shares flagged by each check."""
+               split_lists: str | Path | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """Share of ``n`` mocks flagged per estimator ((model, whitening, reference) by name) and condition
+    (:func:`perturbed_config`; ``populations`` adds matched-instrument conditions with other subhalo populations,
+    e.g. the demo mocks' NFW), with the shares flagged by each check. The same mocks serve every estimator."""
     cfg = {**DEFAULTS, **dict(cfg or {})}
     jobs = [(c, c, None) for c in conditions] + [(name, "matched", pop) for name, pop in (populations or {}).items()]
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in estimators}
     for label, kind, pop in jobs:
         mock_cfg = perturbed_config(config, kind, population=pop, cosmos_dir=cosmos_dir, split_lists=split_lists)
         x, m, sigmas = preprocessed_mocks(mock_cfg, config["instrument"], n, Path(workdir) / label)
-        record = assess(names=[str(i) for i in range(n)], features=embed_images(model, whitening, x, m),
-                        noise_sigmas=sigmas, backgrounds=[border_background(img, int(cfg["border"])) for img in x],
-                        reference=reference, sim_sigma=sim_sigma, sim_backgrounds=sim_backgrounds, cfg=cfg)
-        lenses = list(record["lenses"].values())
-        out[label] = {
-            "n": n,
-            "flag_rate": float(np.mean([v["flagged"] for v in lenses])),
-            "flag_rate_embedding": float(np.mean([v["p_value"] < cfg["alpha"] for v in lenses])),
-            "flag_rate_noise": float(np.mean([any("noise" in r for r in v["reasons"]) for v in lenses])),
-            "median_p_value": float(np.median([v["p_value"] for v in lenses])),
-            "median_noise_ratio": float(np.median([v["noise_ratio"] for v in lenses])),
-        }
+        backgrounds = [border_background(img, int(cfg["border"])) for img in x]
+        for name, (model, whitening, reference) in estimators.items():
+            record = assess(names=[str(i) for i in range(n)], features=embed_images(model, whitening, x, m),
+                            noise_sigmas=sigmas, backgrounds=backgrounds, reference=reference, sim_sigma=sim_sigma,
+                            sim_backgrounds=sim_backgrounds, cfg=cfg)
+            lenses = list(record["lenses"].values())
+            out[name][label] = {
+                "n": n,
+                "flag_rate": float(np.mean([v["flagged"] for v in lenses])),
+                "flag_rate_embedding": float(np.mean([v["p_value"] < cfg["alpha"] for v in lenses])),
+                "flag_rate_noise": float(np.mean([any("noise" in r for r in v["reasons"]) for v in lenses])),
+                "median_p_value": float(np.median([v["p_value"] for v in lenses])),
+                "median_noise_ratio": float(np.median([v["noise_ratio"] for v in lenses])),
+            }
     return out
 
 
