@@ -11,6 +11,10 @@ as an NPE share far above both.
 
     python bench/npe_edges.py [--results results] [--width 0.05]
 
+Before/after the fix: run the DAG with ``flow: {prior_support: false}`` (the flow over the whitened γ itself) and
+with the default (``true``: the flow over the prior box), each into its own working directory, and point
+``--results`` at each.
+
 The last line of the output is one JSON object.
 """
 
@@ -32,11 +36,11 @@ def edge_share(grid: np.ndarray, curves: np.ndarray, width: float) -> float:
     return float(np.mean((peak - low < width) | (high - peak < width)))
 
 
-def truth_share(grid: np.ndarray, truths: np.ndarray, width: float) -> float:
-    """Share of (finite) true γ values within ``width`` of either end of the grid range (NaN if none are finite)."""
+def truth_share(grid: np.ndarray, truths: np.ndarray, width: float) -> float | None:
+    """Share of (finite) true γ values within ``width`` of either end of the grid range (None if none are finite)."""
     low, high = grid_range(grid)
     t = truths[np.isfinite(truths)]
-    return float(np.mean((t - low < width) | (high - t < width))) if t.size else float("nan")
+    return float(np.mean((t - low < width) | (high - t < width))) if t.size else None
 
 
 def main() -> dict:
@@ -58,8 +62,9 @@ def main() -> dict:
             row["n"] = int(len(blob["curves"]))
             row["truth"] = truth_share(blob["grid"], blob["gamma"], args.width)
         out["datasets"][ds] = row
+        truth = "n/a" if row["truth"] is None else f"{row['truth']:.3f}"
         print(f"{ds:10s} n={row['n']:5d}  NRE {row.get('nre', float('nan')):.3f}  NPE {row.get('npe', float('nan')):.3f}"
-              f"  truths {row['truth']:.3f}")
+              f"  truths {truth}")
     print(json.dumps(out))
     return out
 
