@@ -17,9 +17,9 @@ synthetic 16×16 images whose ring amplitude is γ (``tests/conftest.make_synthe
 ``flow.prior_support: false`` (before) and ``true`` (after) — and the edge-peak share of the exact γ curves of 400
 held-out images beside the share of their truths there.
 
-Before/after the fix on the demo: run the DAG with ``flow: {prior_support: false}`` (the flow over the whitened γ itself) and
-with the default (``true``: the flow over the prior box), each into its own working directory, and point
-``--results`` at each.
+Before/after the fix on the demo: run the DAG with the default ``flow.prior_support: false`` (the flow over the
+whitened γ itself) and with ``flow: {prior_support: true}`` (the flow over the prior box), each into its own working
+directory, and point ``--results`` at each.
 
 The last line of the output is one JSON object.
 """

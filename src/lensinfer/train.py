@@ -341,9 +341,9 @@ def train_flow_posterior(
     """Train the neural posterior estimator q(θ|x) (NPE: −log q loss, :func:`lensinfer.models.flow.flow_loss`).
 
     ``target_priors`` (target → prior spec of the training set, e.g. {"gamma_pop": {uniform: [1.1, 2.9]}}): with
-    ``flow.prior_support`` (default true) targets with a bounded prior are modelled on its box (``target_bounds``
-    in the saved flow config; :class:`lensinfer.models.flow.FlowPosterior`, *bounded targets*), which removes the
-    spikes of the γ curves at the prior edges.
+    ``flow.prior_support: true`` (default false) targets with a bounded prior are modelled on its box
+    (``target_bounds`` in the saved flow config; :class:`lensinfer.models.flow.FlowPosterior`, *bounded targets*),
+    which removes the spikes of the γ curves at the prior edges that come from the flow's support.
 
     ``whitening`` is the training set's ``stats.json`` path (its constants for ``flow.targets`` are taken) or a
     :class:`Whitening` whose ``targets`` equal ``flow.targets``. ``flow.augment: dihedral`` trains on random
@@ -358,7 +358,7 @@ def train_flow_posterior(
         raise ValueError(f"whitening targets {list(whitening.targets)} != flow.targets {targets}; "
                          "use load_whitening(stats_path, targets=flow_cfg['targets']) or pass the stats.json path")
     cfg = dict(flow_cfg)
-    if cfg.get("prior_support", True) and target_priors:
+    if cfg.get("prior_support", False) and target_priors:
         bounds = whitened_target_bounds(whitening, target_priors)
         if any(b is not None for b in bounds):
             cfg["target_bounds"] = bounds
