@@ -42,7 +42,15 @@ rule calibrate:
         mem_mb=4000,
         runtime=60,
     params:
-        calibrate=canonical(config["calibrate"]),
+        # thresholds also for the number of observed lenses (calibrate.set_sizes filled from the observation list)
+        calibrate=canonical(
+            config["calibrate"]
+            | {
+                "set_sizes": sorted(
+                    set(config["calibrate"]["set_sizes"]) | {1, len(LENSES)}
+                )
+            }
+        ),
         levels=config["inference"]["levels"],
         seed=config["seed"],
     script:

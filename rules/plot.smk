@@ -50,6 +50,9 @@ rule plot_observations:
     input:
         images=expand("results/observations/processed/{lens}/image.npy", lens=LENSES),
         masks=expand("results/observations/processed/{lens}/mask.npy", lens=LENSES),
+        misspecification=expand(
+            "results/inference/{est}/misspecification.json", est=ESTIMATORS
+        ),
     output:
         report(
             "results/plots/observations.png",

@@ -66,5 +66,6 @@ rule train_flow:
         train=canonical(config["train"]),
         seed=config["seed"],
         checkpoint_dir="results/models/npe/checkpoints",
+        gamma_prior=GAMMA_PRIOR,
     script:
         "../workflow/scripts/train.py"

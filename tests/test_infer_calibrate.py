@@ -70,7 +70,7 @@ def test_covering_threshold_is_where_the_interval_starts_to_contain_the_truth():
     curves = np.cumsum(rng.normal(0, 1.5, (300, 40)), axis=1)
     truths = np.concatenate([rng.uniform(grid[0], grid[-1], 290), grid[[0, 5, 39]], [1.0, 3.0], grid[:5]])
     t_star = covering_thresholds(grid, curves, truths)
-    assert np.all(np.isinf(t_star[[293, 294]]))  # outside the grid
+    assert np.all(np.isnan(t_star[[293, 294]]))  # outside the grid range: excluded (truths_on_grid)
     for c, g, t in zip(curves, truths, t_star):
         if np.isfinite(t):
             assert interval(grid, c, t * (1 + 1e-9) + 1e-9).contains(g)
@@ -144,3 +144,71 @@ def test_summarise_observations_writes_summary_and_curves(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text()) == s
     rows = (tmp_path / "c.csv").read_text().splitlines()
     assert rows[0] == "gamma,a,b,c,combined" and len(rows) == 151
+
+
+def test_one_rule_for_truths_outside_the_grid(tmp_path):
+    """Truths between the range edge and the outermost bin centre count as at that centre; truths outside the range
+    are excluded from every coverage count (thresholds, coverage tables, coverage curve) and reported."""
+    from lensinfer.calibrate import grid_range, truths_on_grid
+
+    grid = grid_centres(1.1, 2.9, 150)
+    assert grid_range(grid) == pytest.approx((1.1, 2.9))
+    placed, keep = truths_on_grid(grid, np.array([1.1, 1.103, 2.0, 2.9, 1.0, 3.2, np.nan]))
+    assert keep.tolist() == [True, True, True, True, False, False, False]
+    assert placed[:4] == pytest.approx([grid[0], grid[0], 2.0, grid[-1]])
+    # a curve peaking at the lower edge covers a truth at 1.1 with threshold 0 (its interval is open there)
+    curve = -0.5 * ((grid - 1.0) / 0.1) ** 2
+    assert covering_thresholds(grid, curve[None], np.array([1.1]))[0] == 0.0
+    assert interval(grid, curve, 0.0).low_open
+
+    rng = np.random.default_rng(4)
+    truths = np.repeat([1.5, 2.0, 2.5], 40)
+    curves = gaussian_curves(truths, 0.15, grid, rng)
+    outside = np.full(30, 3.3)  # e.g. a test set drawn beyond the grid: never "misses"
+    curves_out = gaussian_curves(outside, 0.15, grid, rng)
+    base, rows = coverage_tables(grid, curves, truths, [1, 4], 10, [0.68], 20, seed=0)
+    both, rows_both = coverage_tables(grid, np.concatenate([curves, curves_out]), np.concatenate([truths, outside]),
+                                      [1, 4], 10, [0.68], 20, seed=0)
+    assert base["n_truths_outside_grid"] == 0 and both["n_truths_outside_grid"] == 30
+    assert both["set_sizes"] == base["set_sizes"] and rows_both == rows
+    nominal = np.array([0.5, 0.9])
+    assert coverage_curve(grid, np.concatenate([curves, curves_out]), np.concatenate([truths, outside]),
+                          nominal) == pytest.approx(coverage_curve(grid, curves, truths, nominal))
+
+
+def test_thresholds_for_the_number_of_lenses_combined(tmp_path):
+    """Never the thresholds of another N: stored ones when calibrated, else computed on demand from the coverage
+    curves exactly as the calibrate stage does, else an error naming calibrate.set_sizes."""
+    import json
+
+    from lensinfer.calibrate import set_size_thresholds
+    from lensinfer.infer import summarise_observations
+
+    rng = np.random.default_rng(5)
+    grid = grid_centres(1.1, 2.9, 60)
+    truths = np.repeat([1.6, 1.9, 2.2, 2.5], 30)
+    curves = gaussian_curves(truths, 0.1, grid, rng, bias_scale=1.5)  # over-confident: thresholds depend on N
+    np.savez(tmp_path / "cov.npz", grid=grid, curves=curves, gamma=truths)
+    cal = {"n_sets": 8, "n_nominal": 20}
+    stored, _ = coverage_tables(grid, curves, truths, [1, 13], 8, [0.68, 0.95], 20, seed=7)
+    th, source = set_size_thresholds(stored, 13)
+    assert source == "calibrate" and th == stored["set_sizes"]["13"]["thresholds"]
+    th5, source5 = set_size_thresholds(stored, 5, coverage_curves=tmp_path / "cov.npz", calibrate_cfg=cal, seed=7)
+    direct, _ = coverage_tables(grid, curves, truths, [5], 8, [0.68, 0.95], 20, seed=7)
+    assert source5 == "on_demand" and th5 == direct["set_sizes"]["5"]["thresholds"]
+    assert th5["0.68"] != pytest.approx(th["0.68"], rel=1e-3)  # really another N's thresholds
+    with pytest.raises(ValueError, match="calibrate.set_sizes"):
+        set_size_thresholds(stored, 5)
+    (tmp_path / "t.json").write_text(json.dumps(stored))
+    obs = gaussian_curves(np.array([1.9, 2.0, 2.1, 2.0, 1.95]), 0.1, grid, rng)
+    s = summarise_observations(names=list("abcde"), grid=grid, curves=obs, thresholds_path=tmp_path / "t.json",
+                               kde_path=None, inference_cfg={"levels": [0.68, 0.95]}, out_summary=tmp_path / "s.json",
+                               out_curves=tmp_path / "c.csv", coverage_curves=tmp_path / "cov.npz",
+                               calibrate_cfg=cal, seed=7)
+    assert s["combined_threshold_set_size"] == 5 and s["combined_thresholds_source"] == "on_demand"
+    assert s["combined"]["intervals"]["0.68"]["recalibrated_threshold"] == th5["0.68"]
+    with pytest.raises(ValueError, match="calibrate.set_sizes"):
+        summarise_observations(names=list("abcde"), grid=grid, curves=obs, thresholds_path=tmp_path / "t.json",
+                               kde_path=None, inference_cfg={"levels": [0.68]}, out_summary=tmp_path / "s2.json",
+                               out_curves=tmp_path / "c2.csv")
+    assert not (tmp_path / "s2.json").exists()

@@ -321,7 +321,8 @@ def test_curves_match_the_nre_format_and_samples(tmp_path, single):
         files_i.append(str(tmp_path / f"img{i}.npy"))
         files_m.append(str(tmp_path / f"mask{i}.npy"))
     th = tmp_path / "thresholds.json"
-    th.write_text(json.dumps({"set_sizes": {"1": {"thresholds": {"0.68": 1.2, "0.95": 4.0}}}}))
+    th.write_text(json.dumps({"set_sizes": {"1": {"thresholds": {"0.68": 1.2, "0.95": 4.0}},
+                                            "3": {"thresholds": {"0.68": 1.5, "0.95": 4.5}}}}))
     cfg = {"grid": grid_cfg, "levels": [0.68, 0.95], "combine_size": 13}
     summary = infer_observations(model_path=tmp_path / "two" / "model.pt", thresholds_path=th, names=["a", "b", "c"],
                                  images=files_i, masks=files_m, inference_cfg=cfg, out_summary=tmp_path / "sum.json",

@@ -42,7 +42,32 @@ __all__ = [
     "run_calibration",
     "fit_kde_calibration",
     "apply_kde_calibration",
+    "grid_range",
+    "truths_on_grid",
+    "set_size_thresholds",
 ]
+
+
+def grid_range(grid: np.ndarray) -> tuple[float, float]:
+    """The γ range [low, high] a grid of bin centres (:func:`lensinfer.infer.grid_centres`) covers: its bin edges."""
+    step = float(grid[1] - grid[0]) if len(grid) > 1 else 0.0
+    return float(grid[0] - step / 2), float(grid[-1] + step / 2)
+
+
+def truths_on_grid(grid: np.ndarray, truths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """**The one rule for truths outside the grid**, used by every coverage computation (thresholds, coverage
+    tables, coverage figure): (truths clamped to the outermost bin centres, mask of the truths kept).
+
+    A truth inside the inference range [low, high] but beyond the outermost bin centre lies in the first/last bin:
+    it is moved onto that centre, so an interval reaching the grid edge (an *open* bound, the prior edge) covers it.
+    A truth outside [low, high] (or not finite) cannot be covered by any interval on the grid and says nothing about
+    its calibration: it is *excluded* from every coverage count (never counted as a miss), and the number excluded is
+    reported (``n_truths_outside_grid``). ``lensinfer.config.check_config`` rejects test γ values outside the grid.
+    """
+    truths = np.asarray(truths, np.float64)
+    low, high = grid_range(grid)
+    keep = np.isfinite(truths) & (truths >= low) & (truths <= high)
+    return np.clip(truths, grid[0], grid[-1]), keep
 
 
 def make_sets(true_gamma: np.ndarray, set_size: int, n_sets: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -67,15 +92,17 @@ def covering_thresholds(grid: np.ndarray, curves: np.ndarray, truths: np.ndarray
 
     With stat = −2(log r̂ − max) and k the best grid point, the interval reaches a truth between grid points j and
     j + 1 (beyond k) iff t ≥ stat at every grid point from k to j and t ≥ the linear interpolation of stat at the
-    truth; symmetrically below k. Truths outside the grid are never covered (inf).
+    truth; symmetrically below k. Truths are placed by :func:`truths_on_grid`; those it excludes get NaN (callers
+    drop them before counting: :func:`coverage_tables`, :func:`coverage_curve`).
     """
     curves = np.atleast_2d(curves)
     stat = -2.0 * (curves - curves.max(axis=1, keepdims=True))
     out = np.empty(len(curves))
     g = len(grid)
-    for i, (s, truth) in enumerate(zip(stat, np.broadcast_to(truths, (len(curves),)))):
-        if not grid[0] <= truth <= grid[-1]:
-            out[i] = np.inf
+    placed, keep = truths_on_grid(grid, np.broadcast_to(np.asarray(truths, np.float64), (len(curves),)))
+    for i, (s, truth) in enumerate(zip(stat, placed)):
+        if not keep[i]:
+            out[i] = np.nan
             continue
         k = int(np.argmax(-s))
         pos = float(np.interp(truth, grid, np.arange(g)))  # fractional grid index of the truth
@@ -90,8 +117,10 @@ def covering_thresholds(grid: np.ndarray, curves: np.ndarray, truths: np.ndarray
 
 
 def coverage_curve(grid: np.ndarray, curves: np.ndarray, truths: np.ndarray, nominal: np.ndarray) -> np.ndarray:
-    """Empirical coverage of the Wilks interval at each nominal level, over (combined) curves with known truths."""
+    """Empirical coverage of the Wilks interval at each nominal level, over (combined) curves with known truths
+    (truths outside the grid excluded, :func:`truths_on_grid`)."""
     t_star = covering_thresholds(grid, curves, truths)
+    t_star = t_star[np.isfinite(t_star)]
     return np.array([np.mean(t_star <= wilks_threshold(p)) for p in nominal])
 
 
@@ -133,13 +162,21 @@ def coverage_tables(grid: np.ndarray, curves: np.ndarray, true_gamma: np.ndarray
     rng = np.random.default_rng(seed)
     nominal = np.linspace(0.01, 0.99, n_nominal)
     wilks = np.array([wilks_threshold(p) for p in nominal])
+    _, keep = truths_on_grid(grid, true_gamma)
+    n_outside = int(np.count_nonzero(~keep & np.isfinite(true_gamma)))
+    true_gamma = np.where(keep, true_gamma, np.nan)  # make_sets skips non-finite truths: the rule of truths_on_grid
     result: dict = {"levels": [float(x) for x in levels], "crossfit": "two interleaved folds of the γ values",
+                    "n_truths_outside_grid": n_outside,
+                    "outside_grid_rule": "truths outside the grid range are excluded from every coverage count; "
+                                         "truths between the range edge and the outermost bin centre are clamped to it",
                     "set_sizes": {}}
     rows: list[dict] = []
     for n in set_sizes:
         sets = make_sets(true_gamma, n, n_sets, rng)
         if not sets:
-            raise ValueError(f"calibrate: no γ value of the coverage dataset has {n} images; enlarge it or drop N={n}")
+            raise ValueError(f"calibrate: no γ value of the coverage dataset has {n} images; enlarge it "
+                             f"(datasets.<calibrate.coverage_dataset>) or drop N={n} from calibrate.set_sizes / "
+                             "the observation list")
         combined = np.stack([combine(curves[s]) for s in sets])
         truths = np.array([true_gamma[s[0]] for s in sets])
         t_star = covering_thresholds(grid, combined, truths)
@@ -157,6 +194,28 @@ def coverage_tables(grid: np.ndarray, curves: np.ndarray, true_gamma: np.ndarray
         rows.extend({"set_size": n, "nominal": float(p), "empirical": float(np.mean(t_star <= t)),
                      "recalibrated_crossfit": float(r)} for p, t, r in zip(nominal, wilks, recal))
     return result, rows
+
+
+def set_size_thresholds(thresholds: dict, n: int, *, coverage_curves: str | Path | None = None,
+                        calibrate_cfg: dict | None = None, levels: Sequence[float] | None = None,
+                        seed: int = 0) -> tuple[dict[str, float], str]:
+    """Recalibrated thresholds for sets of ``n`` lenses and where they come from ("calibrate" or "on_demand").
+
+    Stored thresholds (``calibrate.set_sizes``) are used when they include ``n``; otherwise they are computed now
+    from the coverage dataset's curves (``coverage_curves``), exactly as the calibrate stage would. Never the
+    thresholds of another set size: without curves a missing ``n`` is an error naming ``calibrate.set_sizes``.
+    """
+    entry = thresholds["set_sizes"].get(str(n))
+    if entry is not None:
+        return entry["thresholds"], "calibrate"
+    if coverage_curves is None or calibrate_cfg is None:
+        raise ValueError(f"no recalibrated thresholds for N = {n} lenses (calibrate.set_sizes = "
+                         f"{sorted(int(k) for k in thresholds['set_sizes'])}); add {n} to calibrate.set_sizes")
+    blob = np.load(coverage_curves)
+    levels = list(levels if levels is not None else thresholds["levels"])
+    result, _ = coverage_tables(blob["grid"], blob["curves"], blob["gamma"], [int(n)], int(calibrate_cfg["n_sets"]),
+                                levels, int(calibrate_cfg.get("n_nominal", 100)), seed)
+    return result["set_sizes"][str(n)]["thresholds"], "on_demand"
 
 
 def _cv_bandwidth(samples: np.ndarray, bandwidths: np.ndarray, max_samples: int = 2000, seed: int = 0) -> float:

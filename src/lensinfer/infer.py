@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -84,11 +85,6 @@ def dataset_curves(model_path: str | Path, merged_dir: str | Path, masks_path: s
     return curves_arr
 
 
-def _thresholds_for(thresholds: dict, set_size: int) -> dict[str, float] | None:
-    entry = thresholds["set_sizes"].get(str(set_size))
-    return entry["thresholds"] if entry else None
-
-
 def load_observations(images: list[str], masks: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Stacked observation images (N, [C,] H, W) float32 and masks (N, H, W) bool from ``.npy`` files."""
     x = np.stack([np.load(p).astype(np.float32) for p in images])
@@ -98,14 +94,21 @@ def load_observations(images: list[str], masks: list[str]) -> tuple[np.ndarray, 
 
 def summarise_observations(*, names: list[str], grid: np.ndarray, curves: np.ndarray, thresholds_path: str | Path,
                            kde_path: str | Path | None, inference_cfg: dict, out_summary: str | Path,
-                           out_curves: str | Path, extra: dict | None = None) -> dict:
+                           out_curves: str | Path, extra: dict | None = None,
+                           misspecification: dict | None = None, coverage_curves: str | Path | None = None,
+                           calibrate_cfg: dict | None = None, seed: int = 0) -> dict:
     """Per-lens and combined summaries of normalised γ curves (any estimator) → ``summary.json`` and ``curves.csv``.
 
-    Per lens: MLE and intervals with the N = 1 thresholds; combined (Σ of curves, :func:`combine`): the thresholds
-    of N = number of lenses when calibrated, else of ``inference.combine_size``. With
-    ``inference.kde_calibration`` the curves are first KDE-calibrated (:mod:`lensinfer.calibrate`).
+    Per lens: MLE and intervals with the N = 1 thresholds, and (with ``misspecification``, the record of
+    :func:`lensinfer.misspecification.run_misspecification`) ``per_lens[name]["misspecification"] = {noise_ratio,
+    score, p_value, flagged}``. Combined (Σ of curves, :func:`combine`) over every lens, or with
+    ``inference.exclude_flagged`` over the lenses not flagged; its thresholds are those of N = the number of lenses
+    combined — from the calibrate stage, or computed on demand from ``coverage_curves``
+    (:func:`lensinfer.calibrate.set_size_thresholds`), never those of another N. With ``inference.kde_calibration``
+    the curves are first KDE-calibrated (:mod:`lensinfer.calibrate`).
     """
-    from .calibrate import apply_kde_calibration
+    from .calibrate import apply_kde_calibration, set_size_thresholds
+    from .misspecification import summary_entry
 
     thresholds = json.loads(Path(thresholds_path).read_text())
     curves = normalise(curves)
@@ -114,16 +117,39 @@ def summarise_observations(*, names: list[str], grid: np.ndarray, curves: np.nda
             raise ValueError("inference.kde_calibration needs the KDE calibration file")
         curves = apply_kde_calibration(curves, dict(np.load(kde_path)))
     levels = inference_cfg["levels"]
-    per_lens = {name: summarise_curve(grid, c, levels, _thresholds_for(thresholds, 1)) for name, c in zip(names, curves)}
-    combined_curve = combine(curves)
-    n_comb = len(names) if str(len(names)) in thresholds["set_sizes"] else int(inference_cfg["combine_size"])
+
+    def thresholds_for(n: int) -> tuple[dict[str, float], str]:
+        return set_size_thresholds(thresholds, n, coverage_curves=coverage_curves, calibrate_cfg=calibrate_cfg,
+                                   levels=levels, seed=seed)
+
+    single, _ = thresholds_for(1)
+    per_lens = {name: summarise_curve(grid, c, levels, single) for name, c in zip(names, curves)}
+    flagged: list[str] = []
+    if misspecification is not None:
+        for name in names:
+            per_lens[name]["misspecification"] = summary_entry(misspecification, name)
+        flagged = [n for n in names if per_lens[n]["misspecification"]["flagged"]]
+    exclude = bool(inference_cfg.get("exclude_flagged")) and bool(flagged)
+    if bool(inference_cfg.get("exclude_flagged")) and misspecification is None:
+        raise ValueError("inference.exclude_flagged needs the misspecification check (rule misspecification)")
+    included = [n for n in names if not (exclude and n in flagged)]
+    if not included:
+        raise ValueError(f"every observed lens ({', '.join(names)}) is flagged as misspecified: nothing left to "
+                         "combine with inference.exclude_flagged: true (set it to false to combine them anyway)")
+    keep = np.array([n in included for n in names])
+    combined_curve = combine(curves[keep])
+    comb_thresholds, source = thresholds_for(len(included))
     summary = {
         "grid": {"low": float(grid[0]), "high": float(grid[-1]), "n": len(grid)},
         "n_lenses": len(names),
         "kde_calibration": bool(inference_cfg.get("kde_calibration")),
         "per_lens": per_lens,
-        "combined": summarise_curve(grid, combined_curve, levels, _thresholds_for(thresholds, n_comb)),
-        "combined_threshold_set_size": n_comb,
+        "combined": summarise_curve(grid, combined_curve, levels, comb_thresholds),
+        "combined_threshold_set_size": len(included),
+        "combined_thresholds_source": source,
+        "combined_lenses": included,
+        "excluded_lenses": [n for n in names if n not in included],
+        "flagged_lenses": flagged,
     }
     if extra:
         summary.update(extra)
@@ -137,8 +163,10 @@ def summarise_observations(*, names: list[str], grid: np.ndarray, curves: np.nda
 
 def infer_observations(*, model_path: str | Path, thresholds_path: str | Path, kde_path: str | Path,
                        names: list[str], images: list[str], masks: list[str], inference_cfg: dict,
-                       out_summary: str | Path, out_curves: str | Path) -> dict:
-    """Per-lens curves, MLEs and intervals (N = 1 thresholds) and the combined result (N = combine_size)."""
+                       out_summary: str | Path, out_curves: str | Path, **summary_kw: Any) -> dict:
+    """Per-lens curves, MLEs and intervals (N = 1 thresholds) and the combined result (thresholds of the number of
+    lenses combined); ``summary_kw``: misspecification, coverage_curves, calibrate_cfg, seed
+    (:func:`summarise_observations`)."""
     from .train import load_model
 
     model, whitening = load_model(model_path)
@@ -148,7 +176,7 @@ def infer_observations(*, model_path: str | Path, thresholds_path: str | Path, k
     curves = log_ratio_curves(model, whitening, x, m, grid)
     return summarise_observations(names=names, grid=grid, curves=curves, thresholds_path=thresholds_path,
                                   kde_path=kde_path, inference_cfg=inference_cfg, out_summary=out_summary,
-                                  out_curves=out_curves)
+                                  out_curves=out_curves, **summary_kw)
 
 
 def infer_simulated_sets(curves_path: str | Path, thresholds_path: str | Path, inference_cfg: dict, seed: int,

@@ -193,14 +193,18 @@ def sample_images(model: FlowPosterior, whitening: Whitening, images: np.ndarray
 def infer_observations(*, model_path: str | Path, thresholds_path: str | Path | None, kde_path: str | Path | None = None,
                        names: list[str], images: list[str], masks: list[str], inference_cfg: dict,
                        out_summary: str | Path, out_curves: str | Path, out_samples: str | Path,
-                       n_samples: int = 5000, seed: int = 0, gamma_prior: Any = None) -> dict:
+                       n_samples: int = 5000, seed: int = 0, gamma_prior: Any = None,
+                       misspecification: dict | None = None, coverage_curves: str | Path | None = None,
+                       calibrate_cfg: dict | None = None) -> dict:
     """NPE analysis of observed lenses: the outputs of :func:`lensinfer.infer.infer_observations` (summary.json with
     per-lens and combined γ MLEs/intervals, curves.csv; the same summarising code) from the curves
     log q(γ|x) − log π(γ), plus ``out_samples`` (npz: samples (N, S, P), columns, names) and, in the summary,
     the median and 16/84 % quantiles of every target per lens (``per_lens_parameters``).
 
     Without ``gamma_pop`` among the targets there is no γ curve: ``thresholds_path`` may then be None, the summary
-    holds ``per_lens_parameters`` only (``"gamma": null``) and ``curves.csv`` just its header."""
+    holds ``per_lens_parameters`` only (``"gamma": null``; with ``misspecification``, ``per_lens[name]`` holds just
+    the ``misspecification`` entry) and ``curves.csv`` just its header. ``misspecification``, ``coverage_curves``,
+    ``calibrate_cfg``: see :func:`lensinfer.infer.summarise_observations`."""
     model, whitening = load_flow(model_path)
     grid = _grid(inference_cfg["grid"])
     x, m = load_observations(images, masks)
@@ -212,6 +216,11 @@ def infer_observations(*, model_path: str | Path, thresholds_path: str | Path | 
                      for j, t in enumerate(whitening.targets)} for i, name in enumerate(names)}
     if GAMMA not in whitening.targets:
         summary = {"estimator": "npe", "n_lenses": len(names), "gamma": None, "per_lens_parameters": params}
+        if misspecification is not None:
+            from .misspecification import summary_entry
+
+            summary["per_lens"] = {n: {"misspecification": summary_entry(misspecification, n)} for n in names}
+            summary["flagged_lenses"] = list(misspecification["flagged"])
         Path(out_summary).write_text(json.dumps(summary, indent=2) + "\n")
         Path(out_curves).write_text("gamma," + ",".join(names) + ",combined\n")
         return summary
@@ -223,4 +232,6 @@ def infer_observations(*, model_path: str | Path, thresholds_path: str | Path | 
     return summarise_observations(names=names, grid=grid, curves=curves, thresholds_path=thresholds_path,
                                   kde_path=kde_path, inference_cfg=inference_cfg, out_summary=out_summary,
                                   out_curves=out_curves,
-                                  extra={"estimator": "npe", "per_lens_parameters": params})
+                                  extra={"estimator": "npe", "per_lens_parameters": params},
+                                  misspecification=misspecification, coverage_curves=coverage_curves,
+                                  calibrate_cfg=calibrate_cfg, seed=seed)

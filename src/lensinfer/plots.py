@@ -83,8 +83,13 @@ def plot_examples(merged_dir: str | Path, masks_path: str | Path, n: int, out: s
     _save(fig, out)
 
 
-def plot_observations(images: Sequence[str], masks: Sequence[str], names: Sequence[str], out: str | Path) -> None:
-    """Preprocessed observations with their masks."""
+def plot_observations(images: Sequence[str], masks: Sequence[str], names: Sequence[str], out: str | Path,
+                      misspecification: Sequence[str] = ()) -> None:
+    """Preprocessed observations with their masks; lenses flagged by the misspecification check
+    (``misspecification``: the ``misspecification.json`` of each estimator) get a red frame and the reason."""
+    import json
+
+    checks = {Path(p).parent.name: json.loads(Path(p).read_text()) for p in misspecification}  # {est: record}
     n = len(images)
     cols = min(5, n)
     rows = -(-n // cols)
@@ -94,7 +99,18 @@ def plot_observations(images: Sequence[str], masks: Sequence[str], names: Sequen
         if i >= n:
             continue
         _show(ax, np.load(images[i]), np.load(masks[i]))
-        ax.set_title(names[i], fontsize=8)
+        flagged_by = [est for est, rec in checks.items() if rec["lenses"].get(names[i], {}).get("flagged")]
+        if flagged_by:
+            lens = checks[flagged_by[0]]["lenses"][names[i]]
+            ax.set_title(f"{names[i]}\nFLAGGED ({', '.join(flagged_by)}): p={lens['p_value']:.2g}, "
+                         f"σ ratio {lens['noise_ratio']:.2f}", fontsize=7, color="red")
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set(color="red", linewidth=3)
+        else:
+            ax.set_title(names[i], fontsize=8)
     _save(fig, out)
 
 
@@ -196,7 +212,8 @@ def for_rule(rule: str, inputs: Any, params: Any, out: str) -> None:
     elif rule == "plot_examples":
         plot_examples(Path(inputs.manifest).parent, inputs.masks, params.n, out)
     elif rule == "plot_observations":
-        plot_observations(list(inputs.images), list(inputs.masks), params.lenses, out)
+        plot_observations(list(inputs.images), list(inputs.masks), params.lenses, out,
+                          misspecification=list(getattr(inputs, "misspecification", [])))
     elif rule == "plot_gamma_curves":
         plot_gamma_curves(inputs.summary, inputs.curves, list(inputs.cdm), out)
     elif rule == "plot_cdm_sweep":

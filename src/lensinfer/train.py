@@ -332,7 +332,30 @@ def train_ratio_estimator(
 
 def _architecture(flow_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The keys of the ``flow`` section that define the trained model (not n_samples or diagnostics settings)."""
-    return {k: v for k, v in flow_cfg.items() if k in FLOW_DEFAULTS or k in ("targets", "embedding", "augment")}
+    return {k: v for k, v in flow_cfg.items()
+            if k in FLOW_DEFAULTS or k in ("targets", "embedding", "augment", "prior_support", "target_bounds")}
+
+
+def prior_box(spec: Any) -> tuple[float, float] | None:
+    """The support [low, high] of a bounded prior spec ({uniform: [lo, hi]} or {truncnormal: [μ, σ, lo, hi]}), else
+    None (unbounded or fixed)."""
+    if not isinstance(spec, Mapping) or len(spec) != 1:
+        return None
+    (kind, args), = dict(spec).items()
+    if kind == "uniform":
+        return float(args[0]), float(args[1])
+    if kind == "truncnormal":
+        return float(args[2]), float(args[3])
+    return None
+
+
+def whitened_target_bounds(whitening: Whitening, priors: Mapping[str, Any]) -> list[list[float] | None]:
+    """Per target of ``whitening``: its prior box (:func:`prior_box`) in whitened units, or None."""
+    out: list[list[float] | None] = []
+    for t, m, s in zip(whitening.targets, whitening.target_mean, whitening.target_std):
+        box = prior_box(priors.get(t))
+        out.append(None if box is None else [(box[0] - m) / s, (box[1] - m) / s])
+    return out
 
 
 def flow_targets(flow_cfg: Mapping[str, Any]) -> list[str]:
@@ -354,8 +377,14 @@ def train_flow_posterior(
     out_history: str | Path,
     checkpoint_dir: str | Path,
     threads: int = 1,
+    target_priors: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train the neural posterior estimator q(θ|x) (NPE: −log q loss, :func:`lensinfer.models.flow.flow_loss`).
+
+    ``target_priors`` (target → prior spec of the training set, e.g. {"gamma_pop": {uniform: [1.1, 2.9]}}): with
+    ``flow.prior_support: true`` (default false) targets with a bounded prior are modelled on its box
+    (``target_bounds`` in the saved flow config; :class:`lensinfer.models.flow.FlowPosterior`, *bounded targets*),
+    which removes the spikes of the γ curves at the prior edges that come from the flow's support.
 
     ``whitening`` is the training set's ``stats.json`` path (its constants for ``flow.targets`` are taken) or a
     :class:`Whitening` whose ``targets`` equal ``flow.targets``. ``flow.augment: dihedral`` trains on random
@@ -370,6 +399,10 @@ def train_flow_posterior(
         raise ValueError(f"whitening targets {list(whitening.targets)} != flow.targets {targets}; "
                          "use load_whitening(stats_path, targets=flow_cfg['targets']) or pass the stats.json path")
     cfg = dict(flow_cfg)
+    if cfg.get("prior_support", False) and target_priors:
+        bounds = whitened_target_bounds(whitening, target_priors)
+        if any(b is not None for b in bounds):
+            cfg["target_bounds"] = bounds
     augment = cfg.get("augment", "none")
     if augment not in ("none", "dihedral"):
         raise ValueError(f"flow.augment: unknown {augment!r}; allowed: none, dihedral")

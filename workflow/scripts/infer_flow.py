@@ -1,5 +1,7 @@
 """Snakemake adapter: NPE inference on the observed lenses (lensinfer.npe.infer_observations)."""
 
+import json
+
 import torch
 
 from lensinfer.npe import infer_observations
@@ -23,6 +25,9 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
         n_samples=params.n_samples,
         seed=params.seed,
         gamma_prior=params.gamma_prior,
+        misspecification=json.loads(open(inp.misspecification).read()),
+        coverage_curves=inp.coverage_curves or None,
+        calibrate_cfg=params.calibrate,
     )
     # where each observation came from (source, file, sha256, MAST product) and how it was preprocessed
     summary = record_in_summary(snakemake.output.summary, snakemake.params.lenses, list(inp.metadata))  # noqa: F821

@@ -22,7 +22,8 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
         threads=snakemake.threads,  # noqa: F821
     )
     if snakemake.rule == "train_flow":  # noqa: F821
-        summary = train_flow_posterior(whitening=inp.train[1], flow_cfg=params.flow, **common)
+        summary = train_flow_posterior(whitening=inp.train[1], flow_cfg=params.flow,
+                                       target_priors={"gamma_pop": getattr(params, "gamma_prior", None)}, **common)
     else:
         summary = train_ratio_estimator(whitening=load_whitening(inp.train[1]), model_cfg=params.model, **common)
     log.info("training summary: %s", summary)

@@ -11,6 +11,16 @@ spline flow / masked autoregressive flow, 4 transforms), the image is embedded b
   on [−5, 5] (identity outside), conditioned by masked MLPs;
 * ``type: maf`` — masked autoregressive flow (Papamakarios, Pavlakou & Murray 2017): affine transforms.
 
+**Bounded targets** (``target_bounds``: a [low, high] box in whitened units, or None, per target; set by the training
+stage from a uniform prior, ``flow.prior_support``): the flow then models z = Φ⁻¹((θ' − low)/(high − low)) instead of
+θ', with the change of variables log q(θ') = log q_z(z) − log(high − low) − log φ(z). Its support is exactly the
+prior box, and for a uniform prior q(θ')/π(θ') = q_z(z)/φ(z): the posterior-to-prior ratio of an uninformative
+image is the flow's deviation from its own base density — no box edges to approximate. A flow over θ' itself has to
+drop its density to 0 at the box edges, which a spline flow of finite capacity fits by piling mass just inside them:
+spikes of log q at the prior bounds (``bench/npe_edges.py``; ``tests/test_npe_edges.py``). The price: near the
+edges the curve is log q_z(z) − log φ(z) with |z| → ∞, so a posterior wider than the prior in z (an under-trained,
+over-dispersed flow: z std 1.17 after one epoch of the test config) rises towards both edges instead.
+
 ``passes`` (default 2) is the number of sequential passes of the inverse: 2 makes every transform a coupling
 layer (alternating halves), so sampling costs 2 MLP evaluations per transform instead of P (``passes: 0`` = fully
 autoregressive, P passes). Densities (log_prob, training) cost one pass either way.
@@ -172,9 +182,23 @@ class FlowPosterior(nn.Module):
                  dropout: float = 0.0, flow_type: str = "nsf", transforms: int = 4,
                  hidden_features: list[int] | tuple[int, ...] = (128, 128), bins: int = 8, passes: int = 2,
                  context_features: int = 64, stretch: float | None = None,
-                 zero_level: float | tuple[float, ...] = 0.0) -> None:
+                 zero_level: float | tuple[float, ...] = 0.0,
+                 target_bounds: list[list[float] | None] | None = None) -> None:
         super().__init__()
         self.n_params = int(n_params)
+        bounds = list(target_bounds) if target_bounds is not None else [None] * self.n_params
+        if len(bounds) != self.n_params:
+            raise ValueError(f"target_bounds has {len(bounds)} entries for {self.n_params} targets")
+        for b in bounds:
+            if b is not None and not float(b[0]) < float(b[1]):
+                raise ValueError(f"target_bounds: low < high required, got {b}")
+        self.target_bounds = [None if b is None else [float(b[0]), float(b[1])] for b in bounds]
+        self.register_buffer("box_mask", torch.tensor([b is not None for b in bounds], dtype=torch.bool),
+                             persistent=False)
+        self.register_buffer("box_low", torch.tensor([0.0 if b is None else float(b[0]) for b in bounds]),
+                             persistent=False)
+        self.register_buffer("box_width", torch.tensor([1.0 if b is None else float(b[1]) - float(b[0])
+                                                        for b in bounds]), persistent=False)
         self.stretch = None if stretch is None else float(stretch)
         # whitened value of zero flux per channel (−μ/σ): the arcsinh stretch is centred there (a state buffer, so a
         # loaded model keeps its training set's value)
@@ -204,12 +228,38 @@ class FlowPosterior(nn.Module):
         rounding), channels_last weights, no gradients (:func:`lensinfer.models.ratio.fused_copy`). Not trainable."""
         return fused_copy(self)
 
+    @property
+    def bounded(self) -> bool:
+        """True when some target is modelled on its prior box (module docstring, *bounded targets*)."""
+        return bool(self.box_mask.any())
+
+    def to_base_space(self, theta: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(z, log |∂z/∂θ'| summed over targets, inside-the-box flag) of whitened θ' (…, P)."""
+        u = (theta - self.box_low) / self.box_width
+        inside = ((u >= 0) & (u <= 1)) | ~self.box_mask
+        eps = 1e-7
+        z = math.sqrt(2.0) * torch.erfinv(2.0 * u.clamp(eps, 1 - eps) - 1.0)
+        z = torch.where(self.box_mask, z, theta)
+        log_phi = -0.5 * z * z - 0.5 * math.log(2 * math.pi)
+        log_det = torch.where(self.box_mask, -torch.log(self.box_width) - log_phi, torch.zeros_like(z)).sum(-1)
+        return z, log_det, inside.all(-1)
+
+    def from_base_space(self, z: Tensor) -> Tensor:
+        """Inverse of :meth:`to_base_space`: whitened θ' (…, P) from flow-space values z."""
+        theta = self.box_low + self.box_width * 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
+        return torch.where(self.box_mask, theta, z)
+
     def log_prob_features(self, theta: Tensor, features: Tensor) -> Tensor:
-        """log q(θ'|x) (…, B) of whitened θ' (…, B, P) (or (…, B) when P = 1) given the context (B, F)."""
+        """log q(θ'|x) (…, B) of whitened θ' (…, B, P) (or (…, B) when P = 1) given the context (B, F); −inf
+        outside the box of bounded targets."""
         if self.n_params == 1 and (theta.dim() == 1 or theta.shape[-1] != 1):
             theta = theta.unsqueeze(-1)
         with torch.autocast(features.device.type, enabled=False):  # the flow always runs in float32
-            return self.flow(features.float()).log_prob(theta.float())
+            if not self.bounded:
+                return self.flow(features.float()).log_prob(theta.float())
+            z, log_det, inside = self.to_base_space(theta.float())
+            logq = self.flow(features.float()).log_prob(z) + log_det
+            return torch.where(inside, logq, torch.full_like(logq, -math.inf))
 
     def log_prob(self, theta: Tensor, x: Tensor) -> Tensor:
         """log q(θ'|x) (B,) of whitened θ' (B, P) paired with images (B, [C,] H, W)."""
@@ -251,13 +301,16 @@ class FlowPosterior(nn.Module):
                         z = inverse(c, z)
                 else:
                     z = self.flow(c).transform.inv(z)
+                if self.bounded:
+                    z = self.from_base_space(z)
                 out[i:i + per] = z.transpose(0, 1)
         return out
 
     @torch.no_grad()
     def sample_features_reference(self, features: Tensor, z: Tensor) -> Tensor:
         """zuko's own inverse of base draws z (S, B, P) for contexts (B, F) — the reference of the fast path."""
-        return self.flow(features.float()).transform.inv(z)
+        y = self.flow(features.float()).transform.inv(z)
+        return self.from_base_space(y) if self.bounded else y
 
     def sample(self, x: Tensor, n: int, chunk: int = 1 << 14, generator: torch.Generator | None = None) -> Tensor:
         """n whitened posterior samples per image (B, n, P); de-whiten with ``Whitening.unparams``."""
@@ -268,13 +321,15 @@ def build_flow_posterior(cfg: Mapping[str, Any], n_params: int, in_channels: int
                          zero_level: float | tuple[float, ...] = 0.0) -> FlowPosterior:
     """The posterior estimator described by the ``flow`` section of the config (defaults: :data:`FLOW_DEFAULTS`,
     embedding :data:`EMBEDDING_DEFAULTS`). ``zero_level``: the whitened value of zero flux (−μ/σ per channel, see
-    :attr:`lensinfer.data.loader.Whitening.zero_level`), used by ``embedding.stretch``."""
+    :attr:`lensinfer.data.loader.Whitening.zero_level`), used by ``embedding.stretch``. ``cfg["target_bounds"]``
+    (whitened [low, high] or None per target, written by the training stage): bounded targets (module docstring)."""
     c = dict(FLOW_DEFAULTS, **{k: v for k, v in cfg.items() if k in FLOW_DEFAULTS})
     emb = dict(EMBEDDING_DEFAULTS, **dict(cfg.get("embedding") or {}))
     return FlowPosterior(n_params, in_channels, depth=str(emb["depth"]), width=int(emb["width"]),
                          dropout=float(emb["dropout"]), flow_type=str(c["type"]), transforms=int(c["transforms"]),
                          hidden_features=list(c["hidden_features"]), bins=int(c["bins"]), passes=int(c["passes"]),
-                         context_features=int(c["context_features"]), stretch=emb["stretch"], zero_level=zero_level)
+                         context_features=int(c["context_features"]), stretch=emb["stretch"], zero_level=zero_level,
+                         target_bounds=cfg.get("target_bounds"))
 
 
 def flow_loss(model: FlowPosterior, x: Tensor, theta: Tensor, generator: torch.Generator | None = None) -> Tensor:

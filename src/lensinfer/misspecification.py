@@ -1,0 +1,394 @@
+"""Misspecification check of observed lenses against the simulations the estimator was trained on.
+
+A trained estimator's number is only meaningful for data that look like its training simulations. Two checks, per
+observed (preprocessed) lens, both computed in the DAG (rule ``misspecification``) and carried into
+``summary.json`` as ``per_lens[name]["misspecification"] = {"noise_ratio", "score", "p_value", "flagged"}``:
+
+(a) **Noise and background.** The background σ of the observation against the simulation's background σ (the
+    shards' ``sigma_bkg``): ``noise_ratio``. The preprocessing measures σ twice (``metadata.json``): on the input
+    frame (``background_sigma_input_e_per_s_per_pixel``, sigma-clipped std of an annulus around the lens) and on
+    the resampled grid (``noise_sigma``). Flux-conserving resampling correlates the noise — a sub-pixel recentring
+    alone lowers the per-pixel σ by up to a factor 2 (σ × ((1−f)² + f²) per axis ≥ ½) — so the resampled σ of a
+    perfectly matched mock lies anywhere in [½, 1] × σ_sim. The check therefore uses the input σ, carried to the
+    analysis grid as white noise: σ_in × (flux scale of the zero-point conversion) × (analysis / input pixel scale)
+    (a sum of (s_out/s_in)² independent input pixels), which matched mocks reproduce to a few per cent. The accepted
+    band is ``inference.misspecification.noise_ratio_range`` (default [0.8, 1.25]). (Drizzled real images have
+    correlated input noise too, which lowers the ratio; the band's lower end allows for ~20 %.) The residual
+    background — the 3σ-clipped median of the image's outer ring (``border`` pixels wide), in units of the
+    simulation's σ — is reported beside the 1–99 % range of the same statistic on the simulated images.
+
+(b) **Distance in the estimator's own embedding.** Every image is mapped by the estimator's ResNet trunk (the NRE's
+    pooled features, the NPE's flow context) after the same whitening and masking as in inference. The reference
+    cloud is the embedding of simulated images held out from training (the coverage test set, and the KDE
+    calibration set): a Gaussian with the empirical mean and the Ledoit–Wolf shrunk covariance (Ledoit & Wolf 2004,
+    J. Multivariate Anal. 88, 365) is fitted on one half of them (even indices) and the *score* of an image is its
+    Mahalanobis distance d(x) = √((f − μ)ᵀ Σ⁻¹ (f − μ)) (Lee et al. 2018, NeurIPS, "A simple unified framework for
+    detecting out-of-distribution samples", uses the same score on a network's features). The other half (odd
+    indices) is *held out*: the p-value of an observation is the conformal p-value
+    p = (1 + #{held-out d ≥ d_obs}) / (1 + n_held-out) (Vovk et al. 2005), valid (P(p ≤ α) ≤ α) for an observation
+    drawn like the simulations.
+
+A lens is **flagged** when p < ``alpha`` (default 0.01) or the noise ratio is outside the accepted band.
+``inference.exclude_flagged: true`` leaves flagged lenses out of the combined γ (:func:`lensinfer.infer.summarise_observations`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+from astropy.stats import sigma_clipped_stats
+from sklearn.covariance import LedoitWolf
+
+__all__ = [
+    "DEFAULTS",
+    "Reference",
+    "embed_images",
+    "embed_dataset",
+    "fit_reference",
+    "mahalanobis",
+    "conformal_p_values",
+    "border_background",
+    "simulation_sigma",
+    "assess",
+    "summary_entry",
+    "observed_noise_sigma",
+    "run_misspecification",
+    "PERTURBATIONS",
+    "perturbed_config",
+    "preprocessed_mocks",
+    "flag_rates",
+    "write_cosmos_test_split",
+]
+
+#: defaults of ``inference.misspecification`` (also in the schema)
+DEFAULTS: dict[str, Any] = {"alpha": 0.01, "noise_ratio_range": [0.8, 1.25], "border": 3, "max_reference": 4000}
+
+
+def _embedder(model: torch.nn.Module) -> Any:
+    """The θ-independent image embedding of either estimator (NRE: ResNet features; NPE: flow context)."""
+    embed_once = getattr(model, "embed_once", True)
+    if not embed_once:
+        raise ValueError("the misspecification check needs a θ-independent embedding; a FiLM-conditioned ratio "
+                         "estimator (model.conditioning: film) has none")
+    return model.embed
+
+
+@torch.inference_mode()
+def embed_images(model: torch.nn.Module, whitening: Any, images: np.ndarray, masks: np.ndarray,
+                 batch_size: int = 64) -> np.ndarray:
+    """Embedding (B, F) float64 of raw images (B, [C,] H, W) with masks (B, H, W), whitened as in inference."""
+    embed = _embedder(model)
+    out = [embed(torch.from_numpy(whitening.images(images[i:i + batch_size], masks[i:i + batch_size]))).double().numpy()
+           for i in range(0, len(images), batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 0))
+
+
+@torch.inference_mode()
+def embed_dataset(model: torch.nn.Module, whitening: Any, merged_dir: str | Path, masks_path: str | Path,
+                  max_images: int | None = None, batch_size: int = 64, border: int = 3
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(embedding (N, F), border background (N,) in e⁻/s) of a simulated dataset's images, with the same fixed noise
+    realisation as their γ curves (noiseless storage: seeded by the dataset name), at most ``max_images``."""
+    from .data.loader import MergedDataset, noise_model_of
+    from .seeds import torch_seed
+
+    data = MergedDataset(merged_dir, masks_path)
+    noise = noise_model_of(data)
+    n = len(data) if max_images is None else min(len(data), int(max_images))
+    gen = torch.Generator().manual_seed(torch_seed(0, f"misspecification/{data.manifest.dataset}"))
+    embed = _embedder(model)
+    feats, bkg = [], []
+    for i in range(0, n, batch_size):
+        x, m = data.read(np.arange(i, min(i + batch_size, n)))
+        if noise is not None:
+            noise.add_(x, gen)
+        bkg.append(np.array([border_background(img, border) for img in x]))
+        feats.append(embed(torch.from_numpy(whitening.images(x, m))).double().numpy())
+    return np.concatenate(feats), np.concatenate(bkg)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Gaussian reference of simulated embeddings: mean (F,), precision (F, F), held-out scores (M,)."""
+
+    mean: np.ndarray
+    precision: np.ndarray
+    heldout_scores: np.ndarray
+    n_fit: int
+
+
+def mahalanobis(features: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """√((f − μ)ᵀ P (f − μ)) per row of ``features`` (B, F)."""
+    d = np.atleast_2d(features) - mean
+    return np.sqrt(np.maximum(np.einsum("bi,ij,bj->b", d, precision, d), 0.0))
+
+
+def fit_reference(features: np.ndarray) -> Reference:
+    """Fit mean and Ledoit–Wolf covariance on the even rows of simulated embeddings, score the odd rows (held out)."""
+    features = np.asarray(features, np.float64)
+    if len(features) < 20:
+        raise ValueError(f"misspecification: {len(features)} simulated reference images; need at least 20 "
+                         "(enlarge the coverage/KDE datasets)")
+    fit, held = features[0::2], features[1::2]
+    lw = LedoitWolf().fit(fit)
+    mean, precision = lw.location_, lw.precision_
+    return Reference(mean, precision, mahalanobis(held, mean, precision), len(fit))
+
+
+def conformal_p_values(scores: np.ndarray, heldout_scores: np.ndarray) -> np.ndarray:
+    """(1 + #{held-out ≥ s}) / (1 + M) per score s: valid p-values for exchangeable (matched) observations."""
+    held = np.sort(np.asarray(heldout_scores, np.float64))
+    n_ge = len(held) - np.searchsorted(held, np.asarray(scores, np.float64), side="left")
+    return (1.0 + n_ge) / (1.0 + len(held))
+
+
+def border_background(image: np.ndarray, border: int = 3) -> float:
+    """3σ-clipped median of the outer ``border`` pixels of an image (H, W) or its first band (C, H, W)."""
+    img = np.asarray(image, np.float64)
+    img = img[0] if img.ndim == 3 else img
+    ring = np.ones(img.shape, bool)
+    ring[border:-border, border:-border] = False
+    _, median, _ = sigma_clipped_stats(img[ring], sigma=3.0, maxiters=10)
+    return float(median)
+
+
+def simulation_sigma(shard_attrs: Sequence[Mapping[str, Any]]) -> float:
+    """Background σ of the simulations (shard attribute ``sigma_bkg``; multi-band: the reference band's, the band
+    whose σ the preprocessing reports as ``noise_sigma``)."""
+    attrs = shard_attrs[0]
+    sigma = attrs["sigma_bkg"]
+    if isinstance(sigma, (list, tuple)):
+        bands = list(attrs.get("bands") or [])
+        ref = attrs.get("reference_band")
+        sigma = sigma[bands.index(ref)] if ref in bands else sigma[0]
+    return float(sigma)
+
+
+def assess(*, names: Sequence[str], features: np.ndarray, noise_sigmas: Sequence[float | None],
+           backgrounds: Sequence[float], reference: Reference, sim_sigma: float, sim_backgrounds: np.ndarray,
+           cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The check's record: per lens noise ratio, background, score, p-value, flag and reasons; plus the settings."""
+    cfg = {**DEFAULTS, **dict(cfg or {})}
+    alpha = float(cfg["alpha"])
+    lo, hi = (float(v) for v in cfg["noise_ratio_range"])
+    scores = mahalanobis(features, reference.mean, reference.precision)
+    p = conformal_p_values(scores, reference.heldout_scores)
+    sim_bkg_range = [float(v / sim_sigma) for v in np.percentile(sim_backgrounds, [1, 99])]
+    lenses: dict[str, Any] = {}
+    for i, name in enumerate(names):
+        sigma = noise_sigmas[i]
+        ratio = float(sigma) / sim_sigma if sigma is not None and np.isfinite(sigma) else float("nan")
+        reasons = []
+        if p[i] < alpha:
+            reasons.append(f"embedding p-value {p[i]:.3g} < alpha {alpha:g}")
+        if not lo <= ratio <= hi:
+            reasons.append(f"noise ratio {ratio:.3g} outside [{lo:g}, {hi:g}]")
+        lenses[name] = {
+            "noise_ratio": ratio,
+            "noise_sigma": None if sigma is None else float(sigma),
+            "background_sigma_units": float(backgrounds[i] / sim_sigma),
+            "score": float(scores[i]),
+            "p_value": float(p[i]),
+            "flagged": bool(reasons),
+            "reasons": reasons,
+        }
+    return {
+        "method": "Mahalanobis distance in the estimator's embedding (Ledoit-Wolf covariance), conformal p-value "
+                  "against held-out simulated images; noise sigma against the simulation's sigma_bkg",
+        "alpha": alpha,
+        "noise_ratio_range": [lo, hi],
+        "simulation_sigma_bkg": float(sim_sigma),
+        "simulation_background_sigma_units_1_99": sim_bkg_range,
+        "n_reference_fit": int(reference.n_fit),
+        "n_reference_heldout": int(len(reference.heldout_scores)),
+        "heldout_score_percentiles": dict(zip(("50", "90", "99"),
+                                              np.percentile(reference.heldout_scores, [50, 90, 99]).tolist())),
+        "lenses": lenses,
+        "flagged": [n for n in names if lenses[n]["flagged"]],
+    }
+
+
+def summary_entry(record: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The four keys ``summary.json`` carries per lens: noise_ratio, score, p_value, flagged."""
+    lens = record["lenses"][name]
+    return {k: lens[k] for k in ("noise_ratio", "score", "p_value", "flagged")}
+
+
+def observed_noise_sigma(metadata: Mapping[str, Any]) -> float | None:
+    """Background σ of an observation on the analysis grid as white noise (module docstring, (a)): the input
+    frame's σ × zero-point flux scale × analysis/input pixel scale; the resampled ``noise_sigma`` when the input σ
+    is not recorded (multi-band: the reference band's)."""
+    sigma_in = metadata.get("background_sigma_input_e_per_s_per_pixel")
+    scale_in = metadata.get("input_pixel_scale_arcsec")
+    scale_out = metadata.get("pixel_scale_arcsec")
+    if sigma_in is not None and scale_in is not None and scale_out is not None:
+        if isinstance(sigma_in, (list, tuple)):
+            sigma_in = sigma_in[0]
+        s_in = float(np.sqrt(np.prod(np.atleast_1d(np.asarray(scale_in, float))[:2]))) if np.ndim(scale_in) else float(scale_in)
+        flux = float(metadata.get("zero_point_flux_scale", 1.0))
+        return float(sigma_in) * flux * float(scale_out) / s_in
+    value = metadata.get("noise_sigma")
+    if isinstance(value, (list, tuple)):
+        value = value[0]
+    return None if value is None else float(value)
+
+
+def _noise_sigma(metadata_path: str | Path) -> float | None:
+    return observed_noise_sigma(json.loads(Path(metadata_path).read_text()))
+
+
+def run_misspecification(*, model_path: str | Path, reference_datasets: Iterable[tuple[str | Path, str | Path]],
+                         names: Sequence[str], images: Sequence[str], masks: Sequence[str], metadata: Sequence[str],
+                         cfg: Mapping[str, Any] | None, out_path: str | Path) -> dict[str, Any]:
+    """The ``misspecification`` stage: embed the reference datasets ((merged_dir, masks) pairs) and the observations,
+    assess every observation (:func:`assess`) and write the record as JSON."""
+    from .data.loader import MergedDataset
+    from .infer import load_observations
+    from .train import load_estimator
+
+    cfg = {**DEFAULTS, **dict(cfg or {})}
+    _, model, whitening = load_estimator(model_path)
+    model = model.fused()  # type: ignore[operator]
+    feats, bkgs, sigma = [], [], None
+    pairs = list(reference_datasets)
+    per = max(1, int(cfg["max_reference"]) // max(1, len(pairs)))
+    for merged_dir, masks_path in pairs:
+        f, b = embed_dataset(model, whitening, merged_dir, masks_path, max_images=per, border=int(cfg["border"]))
+        feats.append(f)
+        bkgs.append(b)
+        if sigma is None:
+            sigma = simulation_sigma(MergedDataset(merged_dir, masks_path).shard_attrs())
+    if sigma is None:
+        raise ValueError("misspecification: no simulated reference dataset")
+    reference = fit_reference(np.concatenate(feats))
+    x, m = load_observations(list(images), list(masks))
+    obs_feats = embed_images(model, whitening, x, m)
+    record = assess(names=names, features=obs_feats, noise_sigmas=[_noise_sigma(p) for p in metadata],
+                    backgrounds=[border_background(img, int(cfg["border"])) for img in x], reference=reference,
+                    sim_sigma=sigma, sim_backgrounds=np.concatenate(bkgs), cfg=cfg)
+    Path(out_path).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation: mock observations of the training family and of perturbed instruments/sources, through the same
+# mock writer and preprocessing as the DAG's observations (tests/test_misspecification.py, bench/misspecification.py).
+# ---------------------------------------------------------------------------------------------------------------
+
+#: perturbations of the mock frames against the simulations the estimator was trained on
+PERTURBATIONS = ("matched", "psf", "pixel_scale", "noise", "source")
+
+
+def perturbed_config(config: Mapping[str, Any], kind: str, *, population: Mapping[str, Any] | None = None,
+                     cosmos_dir: str | Path | None = None, split_lists: str | Path | None = None) -> dict[str, Any]:
+    """A copy of ``config`` whose mock observations differ from the simulations in one respect:
+
+    ``matched``: none (population: ``population``, default the training dataset's); ``psf``: PSF FWHM × 2;
+    ``pixel_scale``: a camera with half the pixel scale and the same PSF in pixels (FWHM in arcsec halved, as
+    "1.8 Δ" cameras), frames of the same field, resampled onto the analysis grid by the preprocessing; ``noise``:
+    exposure time ÷ 4 (background σ ≈ × 2); ``source``: COSMOS-format galaxy stamps (``cosmos_dir``,
+    ``split_lists``) instead of Sérsic sources.
+    """
+    import copy
+
+    if kind not in PERTURBATIONS:
+        raise ValueError(f"unknown perturbation {kind!r}; allowed: {PERTURBATIONS}")
+    cfg = copy.deepcopy(dict(config))
+    mock = cfg["observations"]["mock"]
+    mock["population"] = copy.deepcopy(dict(population or cfg["datasets"][cfg["train"]["dataset"]]["population"]))
+    frame = cfg["instrument"]
+    if kind == "psf":
+        frame["psf"] = dict(frame["psf"], fwhm=2.0 * float(frame["psf"]["fwhm"]))
+    elif kind == "pixel_scale":
+        frame["pixel_scale"] = float(frame["pixel_scale"]) / 2.0
+        frame["psf"] = dict(frame["psf"], fwhm=float(frame["psf"]["fwhm"]) / 2.0)
+        mock["frame_num_pix"] = 2 * int(mock.get("frame_num_pix", 3 * int(frame["num_pix"])))
+    elif kind == "noise":
+        frame["exposure_time"] = float(frame["exposure_time"]) / 4.0
+    elif kind == "source":
+        if cosmos_dir is None:
+            raise ValueError("the 'source' perturbation needs a COSMOS-format catalog (cosmos_dir)")
+        src = cfg["lens"]["source"]
+        cfg["lens"]["source"] = {"type": "cosmos", "catalog_dir": str(cosmos_dir),
+                                 "center_x": src["center_x"], "center_y": src["center_y"],
+                                 **({"split_lists": str(split_lists)} if split_lists else {})}
+    return cfg
+
+
+def preprocessed_mocks(config: Mapping[str, Any], analysis_instrument: Mapping[str, Any], n: int,
+                       workdir: str | Path, *, radius_theta_e: float | None = 1.5, seed_offset: int = 0
+                       ) -> tuple[np.ndarray, np.ndarray, list[float | None]]:
+    """``n`` mock frames written by :func:`lensinfer.simulate.mock.write_mock_observations` from ``config`` and
+    preprocessed onto ``analysis_instrument``'s grid (:func:`lensinfer.observe.pipeline.preprocess_observation`):
+    (images (n, H, W), masks (n, H, W), noise σ per mock (:func:`observed_noise_sigma`))."""
+    from .observe.lenses import SLACS_REFERENCE_LENSES
+    from .observe.pipeline import preprocess_observation
+    from .simulate.mock import write_mock_observations
+
+    cfg = dict(config, seed=int(config["seed"]) + int(seed_offset))
+    base = list(SLACS_REFERENCE_LENSES)
+    lenses = [base[i % len(base)] for i in range(n)]  # sky positions and names of the 13 SLACS lenses, cycled
+    workdir = Path(workdir)
+    raw = [workdir / "raw" / f"{i:04d}" for i in range(n)]
+    write_mock_observations(cfg, lenses, raw)
+    images, masks, sigmas = [], [], []
+    obs = dict(cfg["observations"], source="mock")
+    for spec, folder in zip(lenses, raw):
+        out = workdir / "processed" / folder.name
+        meta = preprocess_observation(lens_name=spec.name, frame=folder / "science.fits", observations=obs,
+                                      instrument=analysis_instrument, radius_theta_e=radius_theta_e, outdir=out)
+        images.append(np.load(out / "image.npy"))
+        masks.append(np.load(out / "mask.npy"))
+        sigmas.append(observed_noise_sigma(meta))
+    return np.stack(images).astype(np.float32), np.stack(masks).astype(bool), sigmas
+
+
+def flag_rates(*, estimators: Mapping[str, tuple[torch.nn.Module, Any, Reference]], sim_sigma: float,
+               sim_backgrounds: np.ndarray, config: Mapping[str, Any], n: int, workdir: str | Path,
+               cfg: Mapping[str, Any] | None = None, conditions: Sequence[str] = PERTURBATIONS,
+               populations: Mapping[str, Mapping[str, Any]] | None = None, cosmos_dir: str | Path | None = None,
+               split_lists: str | Path | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """Share of ``n`` mocks flagged per estimator ((model, whitening, reference) by name) and condition
+    (:func:`perturbed_config`; ``populations`` adds matched-instrument conditions with other subhalo populations,
+    e.g. the demo mocks' NFW), with the shares flagged by each check. The same mocks serve every estimator."""
+    cfg = {**DEFAULTS, **dict(cfg or {})}
+    jobs = [(c, c, None) for c in conditions] + [(name, "matched", pop) for name, pop in (populations or {}).items()]
+    out: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in estimators}
+    for label, kind, pop in jobs:
+        mock_cfg = perturbed_config(config, kind, population=pop, cosmos_dir=cosmos_dir, split_lists=split_lists)
+        x, m, sigmas = preprocessed_mocks(mock_cfg, config["instrument"], n, Path(workdir) / label)
+        backgrounds = [border_background(img, int(cfg["border"])) for img in x]
+        for name, (model, whitening, reference) in estimators.items():
+            record = assess(names=[str(i) for i in range(n)], features=embed_images(model, whitening, x, m),
+                            noise_sigmas=sigmas, backgrounds=backgrounds, reference=reference, sim_sigma=sim_sigma,
+                            sim_backgrounds=sim_backgrounds, cfg=cfg)
+            lenses = list(record["lenses"].values())
+            out[name][label] = {
+                "n": n,
+                "flag_rate": float(np.mean([v["flagged"] for v in lenses])),
+                "flag_rate_embedding": float(np.mean([v["p_value"] < cfg["alpha"] for v in lenses])),
+                "flag_rate_noise": float(np.mean([any("noise" in r for r in v["reasons"]) for v in lenses])),
+                "median_p_value": float(np.median([v["p_value"] for v in lenses])),
+                "median_noise_ratio": float(np.median([v["noise_ratio"] for v in lenses])),
+            }
+    return out
+
+
+def write_cosmos_test_split(folder: str | Path, n_galaxies: int) -> Path:
+    """Split lists (``bad_galaxies.csv``, ``val_galaxies.csv``) putting galaxies 0..n−1 of a small COSMOS-format
+    catalog in the *test* split (after :data:`lensinfer.simulate.sources.N_VAL_GALAXIES` placeholder rows), so
+    mock observations (drawn from the test split) can use it."""
+    from .simulate.sources import N_VAL_GALAXIES
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bad_galaxies.csv").write_text("")
+    rows = [f"{i},{10_000_000 + i}" for i in range(N_VAL_GALAXIES)]
+    rows += [f"{N_VAL_GALAXIES + i},{i}" for i in range(n_galaxies)]
+    (folder / "val_galaxies.csv").write_text("\n".join(rows) + "\n")
+    return folder

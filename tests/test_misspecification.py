@@ -1,0 +1,180 @@
+"""Misspecification check (lensinfer.misspecification): p-values, noise ratio, flags in the summary, exclusion from the
+combined result, and — with a tiny ratio estimator trained on simulations of the test config — matched mocks pass
+while mocks with a changed noise level are flagged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lensinfer.infer import grid_centres, summarise_observations
+from lensinfer.misspecification import (
+    PERTURBATIONS,
+    assess,
+    conformal_p_values,
+    fit_reference,
+    mahalanobis,
+    observed_noise_sigma,
+    summary_entry,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_conformal_p_values_are_uniform_for_matched_and_small_for_shifted_features():
+    rng = np.random.default_rng(0)
+    cov = np.diag(np.linspace(0.5, 2.0, 8))
+    ref = fit_reference(rng.multivariate_normal(np.zeros(8), cov, 2000))
+    matched = rng.multivariate_normal(np.zeros(8), cov, 4000)
+    p = conformal_p_values(mahalanobis(matched, ref.mean, ref.precision), ref.heldout_scores)
+    # valid p-values: P(p ≤ α) ≈ α (binomial sd at n = 4000: ≤ 0.005)
+    for alpha in (0.01, 0.05, 0.2):
+        assert abs(np.mean(p <= alpha) - alpha) < 4 * np.sqrt(alpha * (1 - alpha) / 4000) + 1.0 / 1001
+    shifted = rng.multivariate_normal(np.full(8, 3.0), cov, 200)
+    p_shift = conformal_p_values(mahalanobis(shifted, ref.mean, ref.precision), ref.heldout_scores)
+    assert np.mean(p_shift < 0.01) > 0.9
+    assert conformal_p_values(np.array([np.inf]), ref.heldout_scores)[0] == pytest.approx(1 / 1001)
+
+
+def test_fit_reference_needs_enough_images():
+    with pytest.raises(ValueError, match="at least 20"):
+        fit_reference(np.zeros((10, 3)))
+
+
+def test_noise_sigma_is_the_input_sigma_carried_to_the_grid():
+    meta = {"background_sigma_input_e_per_s_per_pixel": 0.01, "input_pixel_scale_arcsec": [0.04, 0.04],
+            "pixel_scale_arcsec": 0.08, "zero_point_flux_scale": 1.5, "noise_sigma": 0.002}
+    assert observed_noise_sigma(meta) == pytest.approx(0.01 * 1.5 * 2.0)
+    assert observed_noise_sigma({"noise_sigma": 0.003}) == 0.003
+
+
+def _record(n_flag: int, names: list[str]) -> dict:
+    rng = np.random.default_rng(1)
+    ref = fit_reference(rng.normal(size=(400, 4)))
+    feats = rng.normal(size=(len(names), 4))
+    feats[:n_flag] += 50.0  # far from the reference cloud
+    return assess(names=names, features=feats, noise_sigmas=[1.0] * len(names), backgrounds=[0.0] * len(names),
+                  reference=ref, sim_sigma=1.0, sim_backgrounds=np.zeros(10), cfg={"alpha": 0.01})
+
+
+def test_assess_flags_far_embeddings_and_bad_noise():
+    names = ["a", "b", "c"]
+    rec = _record(1, names)
+    assert rec["flagged"] == ["a"] and rec["lenses"]["a"]["p_value"] < 0.01
+    assert summary_entry(rec, "b").keys() == {"noise_ratio", "score", "p_value", "flagged"}
+    rng = np.random.default_rng(2)
+    ref = fit_reference(rng.normal(size=(400, 4)))
+    noisy = assess(names=names, features=np.zeros((3, 4)), noise_sigmas=[1.0, 2.0, 0.5], backgrounds=[0.0] * 3,
+                   reference=ref, sim_sigma=1.0, sim_backgrounds=np.zeros(10), cfg=None)
+    assert noisy["flagged"] == ["b", "c"] and "noise ratio" in noisy["lenses"]["b"]["reasons"][0]
+
+
+def _summarise(tmp_path: Path, names: list[str], record: dict | None, exclude: bool, thresholds: dict,
+               coverage_curves: Path | None = None) -> dict:
+    grid = grid_centres(1.1, 2.9, 60)
+    curves = np.stack([-0.5 * ((grid - m) / 0.1) ** 2 for m in (2.6, 2.0, 2.1, 1.9)[:len(names)]])
+    th = tmp_path / "t.json"
+    th.write_text(json.dumps(thresholds))
+    return summarise_observations(
+        names=names, grid=grid, curves=curves, thresholds_path=th, kde_path=None,
+        inference_cfg={"levels": [0.68], "exclude_flagged": exclude}, out_summary=tmp_path / "s.json",
+        out_curves=tmp_path / "c.csv", misspecification=record, coverage_curves=coverage_curves,
+        calibrate_cfg={"n_sets": 5, "n_nominal": 10}, seed=0)
+
+
+def test_summary_carries_the_flags_and_exclude_flagged_drops_them(tmp_path):
+    names = ["a", "b", "c", "d"]
+    rec = _record(1, names)
+    th = {"levels": [0.68], "set_sizes": {str(n): {"thresholds": {"0.68": float(n)}} for n in (1, 3, 4)}}
+    kept = _summarise(tmp_path, names, rec, False, th)
+    assert kept["per_lens"]["a"]["misspecification"] == summary_entry(rec, "a")
+    assert kept["per_lens"]["a"]["misspecification"]["flagged"] and kept["flagged_lenses"] == ["a"]
+    assert kept["combined_lenses"] == names and kept["combined_threshold_set_size"] == 4
+    dropped = _summarise(tmp_path, names, rec, True, th)
+    assert dropped["combined_lenses"] == ["b", "c", "d"] and dropped["excluded_lenses"] == ["a"]
+    assert dropped["combined_threshold_set_size"] == 3 and dropped["combined_thresholds_source"] == "calibrate"
+    assert dropped["combined"]["intervals"]["0.68"]["recalibrated_threshold"] == 3.0
+    # lens a (γ 2.6) pulls the combined MLE up when kept
+    assert dropped["combined"]["mle"] == pytest.approx(2.0, abs=0.02)
+    assert kept["combined"]["mle"] > dropped["combined"]["mle"] + 0.1
+    header = (tmp_path / "c.csv").read_text().splitlines()[0]
+    assert header == "gamma,a,b,c,d,combined"
+    with pytest.raises(ValueError, match="exclude_flagged"):
+        _summarise(tmp_path, ["a"], _record(1, ["a"]), True, th)
+    with pytest.raises(ValueError, match="misspecification"):
+        _summarise(tmp_path, names, None, True, th)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Validation on simulations: a tiny NRE trained on the test config's instrument and priors
+# ---------------------------------------------------------------------------------------------------------------
+
+N_MOCKS = 6
+ALPHA = 0.05  # 80 held-out reference images: the smallest p-value is 1/81
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    import torch
+
+    from lensinfer.config import load_config
+    from lensinfer.data.loader import load_whitening
+    from lensinfer.data.merge import merge_dataset, write_masks
+    from lensinfer.misspecification import embed_dataset, simulation_sigma
+    from lensinfer.data.loader import MergedDataset
+    from lensinfer.simulate.shard import simulate_shard
+    from lensinfer.train import load_estimator, train_ratio_estimator
+
+    torch.set_num_threads(1)
+    wd = tmp_path_factory.mktemp("misspec")
+    cfg = load_config(ROOT / "config" / "test.yaml")
+    pop = cfg["datasets"]["train"]["population"]
+    cfg["datasets"] = {"train": {"n_shards": 2, "shard_size": 64, "population": pop},
+                       "ref": {"n_shards": 2, "shard_size": 80, "population": pop}}
+    merged = {}
+    for name, ds in cfg["datasets"].items():
+        shards = [wd / "sims" / name / f"shard_{s}.zarr" for s in range(ds["n_shards"])]
+        for s, path in enumerate(shards):
+            simulate_shard(cfg, name, s, path, progress=False)
+        out = wd / "data" / name
+        merge_dataset(name, shards, out, pixel_scale=cfg["instrument"]["pixel_scale"], radius_theta_e=1.5)
+        write_masks(out, out / "masks.zarr", pixel_scale=cfg["instrument"]["pixel_scale"], radius_theta_e=1.5,
+                    chunk_images=16)
+        merged[name] = out
+    train_cfg = dict(cfg["train"], max_epochs=4, batch_size=16)
+    train_ratio_estimator(train_dir=merged["train"], train_masks=merged["train"] / "masks.zarr",
+                          val_dir=merged["ref"], val_masks=merged["ref"] / "masks.zarr",
+                          whitening=load_whitening(merged["train"] / "stats.json"), model_cfg=cfg["model"],
+                          train_cfg=train_cfg, seed=1, out_model=wd / "model.pt", out_history=wd / "history.csv",
+                          checkpoint_dir=wd / "ckpt")
+    _, model, whitening = load_estimator(wd / "model.pt")
+    feats, bkg = embed_dataset(model, whitening, merged["ref"], merged["ref"] / "masks.zarr")
+    sigma = simulation_sigma(MergedDataset(merged["ref"], merged["ref"] / "masks.zarr").shard_attrs())
+    return {"cfg": cfg, "model": model, "whitening": whitening, "reference": fit_reference(feats),
+            "sigma": sigma, "bkg": bkg, "wd": wd}
+
+
+@pytest.mark.slow
+def test_matched_mocks_pass_and_noisier_mocks_are_flagged(tiny_setup):
+    """Mocks of the training family mostly pass and mocks with 4× less exposure are flagged. The other
+    perturbations (PSF, pixel scale, source type) are computed too (printed with -s), but a 4-epoch model on
+    128 images does not separate them from matched mocks in its embedding: they are measured on the demo models by
+    ``bench/misspecification.py`` instead of asserted here."""
+    from lensinfer.misspecification import flag_rates, write_cosmos_test_split
+
+    from .cosmos_fixture import make_cosmos_fixture
+
+    s = tiny_setup
+    cosmos = make_cosmos_fixture(s["wd"] / "cosmos", n=6)
+    rates = flag_rates(estimators={"nre": (s["model"], s["whitening"], s["reference"])}, sim_sigma=s["sigma"],
+                       sim_backgrounds=s["bkg"], config=s["cfg"], n=N_MOCKS, workdir=s["wd"] / "mocks",
+                       cfg={"alpha": ALPHA}, conditions=PERTURBATIONS, cosmos_dir=cosmos,
+                       split_lists=write_cosmos_test_split(s["wd"] / "splits", 6))["nre"]
+    print(json.dumps(rates, indent=1))
+    assert rates["matched"]["flag_rate"] <= 2 / N_MOCKS, rates["matched"]
+    assert 0.8 <= rates["matched"]["median_noise_ratio"] <= 1.25, rates["matched"]
+    assert rates["noise"]["flag_rate"] >= (N_MOCKS - 1) / N_MOCKS, rates["noise"]
+    assert rates["noise"]["median_noise_ratio"] > 1.6, rates["noise"]
