@@ -185,17 +185,23 @@ def sample_images(model: FlowPosterior, whitening: Whitening, images: np.ndarray
 def infer_observations(*, model_path: str | Path, thresholds_path: str | Path | None, kde_path: str | Path | None = None,
                        names: list[str], images: list[str], masks: list[str], inference_cfg: dict,
                        out_summary: str | Path, out_curves: str | Path, out_samples: str | Path,
-                       n_samples: int = 5000, seed: int = 0, gamma_prior: Any = None) -> dict:
+                       n_samples: int = 5000, seed: int = 0, gamma_prior: Any = None,
+                       metadata: list[str] | None = None) -> dict:
     """NPE analysis of observed lenses: the outputs of :func:`lensinfer.infer.infer_observations` (summary.json with
     per-lens and combined γ MLEs/intervals, curves.csv; the same summarising code) from the curves
     log q(γ|x) − log π(γ), plus ``out_samples`` (npz: samples (N, S, P), columns, names) and, in the summary,
     the median and 16/84 % quantiles of every target per lens (``per_lens_parameters``).
 
     Without ``gamma_pop`` among the targets there is no γ curve: ``thresholds_path`` may then be None, the summary
-    holds ``per_lens_parameters`` only (``"gamma": null``) and ``curves.csv`` just its header."""
+    holds ``per_lens_parameters`` only (``"gamma": null``) and ``curves.csv`` just its header.
+    Observations off the model's training grid are refused (:func:`lensinfer.checkpoint.check_observations`,
+    with the preprocessing records ``metadata``) before anything is written."""
+    from .checkpoint import check_observations, load_model_file
+
     model, whitening = load_flow(model_path)
     grid = _grid(inference_cfg["grid"])
     x, m = load_observations(images, masks)
+    check_observations(model_path, load_model_file(model_path).get("grid"), whitening.n_channels, names, x, metadata)
     gen = torch.Generator().manual_seed(int(seed))
     samples, feats = sample_images(model, whitening, x, m, int(n_samples), gen)
     np.savez(out_samples, samples=samples, columns=np.array(whitening.targets), names=np.array(names))

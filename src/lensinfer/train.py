@@ -30,7 +30,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import time
 from functools import partial
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 import torch.utils.deterministic
 from torch import nn
 
+from . import checkpoint
 from .data.loader import (ChunkShuffleLoader, DihedralAugmentation, MergedDataset, Whitening, load_whitening,
                           noise_model_of)
 from .models.flow import FLOW_DEFAULTS, build_flow_posterior, flow_loss
@@ -47,11 +47,25 @@ from .models.ratio import build_ratio_estimator, ratio_loss
 from .seeds import config_hash, torch_seed
 
 __all__ = ["resolve_device", "build_optimizer", "train_ratio_estimator", "train_flow_posterior", "flow_targets", "load_model",
-           "load_estimator", "evaluate_loss", "read_history"]
+           "load_estimator", "evaluate_loss", "read_history", "TrainingError"]
 
 log = logging.getLogger(__name__)
 
 HISTORY_FIELDS = ["epoch", "train_loss", "val_loss", "lr", "seconds"]
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot give a usable model (non-finite loss); no model file is written."""
+
+
+def _finite_loss(value: float, kind: str, what: str, epoch: int) -> float:
+    """``value`` if finite, else :class:`TrainingError` naming the estimator, the loss and the epoch."""
+    if not math.isfinite(value):
+        raise TrainingError(
+            f"{kind} training: non-finite {what} ({value}) at epoch {epoch}; stopping without writing a model. "
+            "Check the training data and its stats.json (non-finite or constant images: image_std), "
+            "and train.lr / train.batch_size")
+    return value
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -192,7 +206,7 @@ def _fit(
     best = {"loss": math.inf, "epoch": -1, "state": None}
     start_epoch, bad_epochs = 0, 0
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ckpt = checkpoint.load(ckpt_path, map_location=device)  # weights_only: a checkpoint cannot run code
         if ckpt.get("fingerprint") == fingerprint:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
@@ -228,9 +242,10 @@ def _fit(
             opt.step()
             if per_step:
                 scheduler.step()
-            total += float(loss.detach()) * x.shape[0]
+            total += _finite_loss(float(loss.detach()), kind, "training loss", epoch) * x.shape[0]
             n += x.shape[0]
-        val_loss = evaluate_loss(model, val_loader, device, base_seed + 2, loss_fn)
+        val_loss = _finite_loss(evaluate_loss(model, val_loader, device, base_seed + 2, loss_fn), kind,
+                                "validation loss", epoch)
         if not per_step:
             scheduler.step(val_loss)
         row = {"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": val_loss,
@@ -244,23 +259,25 @@ def _fit(
             bad_epochs += 1
         if val_loss < best["loss"]:
             best = {"loss": val_loss, "epoch": epoch, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        checkpoint.save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": scheduler.state_dict(), "history": history, "best": best, "bad_epochs": bad_epochs,
                     "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}, tmp)
-        os.replace(tmp, ckpt_path)
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}, ckpt_path)
         if bad_epochs >= int(es["patience"]):
             log.info("early stopping after epoch %d", epoch)
             break
 
+    if best["state"] is None:  # e.g. max_epochs reached before any epoch ran: never write a weightless model
+        raise TrainingError(f"{kind} training: no epoch completed (checkpoint {ckpt_path}, max_epochs {max_epochs}); "
+                            "no model written")
     with open(out_history, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS)
         writer.writeheader()
         for row in history:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    torch.save(dict(blob, kind=kind, model=best["state"], in_channels=in_channels, whitening=whitening.to_dict(),
-                    best_epoch=best["epoch"], best_val_loss=best["loss"], fingerprint=fingerprint), out_model)
+    checkpoint.save(dict(blob, kind=kind, model=best["state"], in_channels=in_channels, whitening=whitening.to_dict(),
+                         grid=checkpoint.training_grid(train_data.shard_attrs(), train_data.image_shape),
+                         best_epoch=best["epoch"], best_val_loss=best["loss"], fingerprint=fingerprint), out_model)
     return {"best_epoch": best["epoch"], "best_val_loss": best["loss"], "epochs": len(history)}
 
 
@@ -341,8 +358,11 @@ def train_flow_posterior(
 
 
 def load_estimator(path: str | Path, device: str | torch.device = "cpu") -> tuple[str, nn.Module, Whitening]:
-    """(kind, model in eval mode, whitening) of a ``model.pt`` of either kind ("nre" or "npe")."""
-    blob = torch.load(path, map_location=device, weights_only=False)
+    """(kind, model in eval mode, whitening) of a ``model.pt`` of either kind ("nre" or "npe").
+
+    Read with ``weights_only=True`` (:func:`lensinfer.checkpoint.load_model_file`): a file holding anything but
+    tensors and plain metadata, or no weights, is refused with :class:`lensinfer.checkpoint.ModelFileError`."""
+    blob = checkpoint.load_model_file(path, map_location=device)
     kind = blob.get("kind", "nre")
     in_channels = int(blob.get("in_channels", 1))
     if kind == "npe":

@@ -10,5 +10,6 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
         names=snakemake.params.lenses, images=list(inp.images), masks=list(inp.masks),  # noqa: F821
         inference_cfg=snakemake.params.inference,  # noqa: F821
         out_summary=snakemake.output.summary, out_curves=snakemake.output.curves,  # noqa: F821
+        metadata=list(inp.metadata),
     )
     log.info("combined: %s", summary["combined"])

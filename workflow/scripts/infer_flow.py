@@ -22,5 +22,6 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
         n_samples=params.n_samples,
         seed=params.seed,
         gamma_prior=params.gamma_prior,
+        metadata=list(inp.metadata),
     )
     log.info("NPE summary of %d lenses written", summary["n_lenses"])
