@@ -218,6 +218,8 @@ def valid_edits(draw) -> dict:
 def test_every_valid_config_passes_the_workflow_validation(edits):
     cfg = _apply(edits)
     validate_config(cfg, ROOT)  # raises on any problem
+    assert cfg["train"]["weight_decay"] == 1e-5 and cfg["renderer"]["backend"] == "lenstronomy"  # schema defaults
+    assert cfg["lens"]["source"]["R_sersic"] == edits["lens.source.R_sersic"]  # the drawn values are what was checked
 
 
 # --- a few of each through the user's command: snakemake -n -------------------------------------------------------
