@@ -206,7 +206,10 @@ def _fit(
     best = {"loss": math.inf, "epoch": -1, "state": None}
     start_epoch, bad_epochs = 0, 0
     if ckpt_path.exists():
-        ckpt = checkpoint.load(ckpt_path, map_location=device)  # weights_only: a checkpoint cannot run code
+        try:
+            ckpt = checkpoint.load(ckpt_path, map_location=device)  # weights_only: a checkpoint cannot run code
+        except checkpoint.ModelFileError as exc:
+            raise checkpoint.ModelFileError(f"{exc} Delete {ckpt_path} to train afresh.") from None
         if ckpt.get("fingerprint") == fingerprint:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
