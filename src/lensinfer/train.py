@@ -279,9 +279,16 @@ def _fit(
         for row in history:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     checkpoint.save(dict(blob, kind=kind, model=best["state"], in_channels=in_channels, whitening=whitening.to_dict(),
-                         grid=checkpoint.training_grid(train_data.shard_attrs(), train_data.image_shape),
+                         grid=checkpoint.training_grid([_first_shard_attrs(train_data)], train_data.image_shape),
                          best_epoch=best["epoch"], best_val_loss=best["loss"], fingerprint=fingerprint), out_model)
     return {"best_epoch": best["epoch"], "best_val_loss": best["loss"], "epochs": len(history)}
+
+
+def _first_shard_attrs(data: MergedDataset) -> dict[str, Any]:
+    """Attributes of the first training shard (grid, bands, zero point: the same in every shard of a dataset)."""
+    import zarr
+
+    return dict(zarr.open_group(str(data.manifest.shard_paths()[0]), mode="r").attrs)
 
 
 def train_ratio_estimator(
