@@ -55,7 +55,16 @@ def test_multiplane_render_with_los(los):
     multi = r._image(models, kwargs, ["SERSIC_ELLIPSE"], src, [], [], redshifts, 0.6)
     single = r._image(models[:1], kwargs[:1], ["SERSIC_ELLIPSE"], src, [], [])
     assert np.isfinite(multi).all() and 0 < np.abs(multi - single).max() < 0.5 * single.max()
-    assert LensModel(models, z_source=0.6, lens_redshift_list=redshifts, multi_plane=True).alpha(0.5, 0.5, kwargs)
+    # deflections: the multi-plane model of the main lens alone equals its single-plane model; the 1e7–1e10 M_sun
+    # halos perturb it by a small, non-zero amount (here ~0.1–0.5 %)
+    x, y = np.array([0.5, 1.0, -0.8]), np.array([0.5, -0.3, 0.9])
+    with_los = np.array(LensModel(models, z_source=0.6, lens_redshift_list=redshifts, multi_plane=True).alpha(x, y, kwargs))
+    main_mp = np.array(LensModel(models[:1], z_source=0.6, lens_redshift_list=redshifts[:1],
+                                 multi_plane=True).alpha(x, y, kwargs[:1]))
+    main = np.array(LensModel(models[:1]).alpha(x, y, kwargs[:1]))
+    np.testing.assert_allclose(main_mp, main, rtol=1e-10, atol=0)
+    change = np.hypot(*(with_los - main)) / np.hypot(*main)
+    assert np.isfinite(with_los).all() and np.all(change > 1e-4) and np.all(change < 0.05), change
 
 
 @pytest.mark.parametrize("mode, width", [("reference", 0.1 * 2.5**2), ("relative", 0.1 * 2.5)])

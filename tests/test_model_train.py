@@ -108,8 +108,8 @@ def test_training_learns_and_resumes_after_kill(tmp_path, synthetic_dataset, mon
     assert len(epochs_run) == 2
     resumed = list(csv.DictReader(open(part / "history.csv")))
     assert [r["epoch"] for r in resumed] == ["0", "1", "2"]
-    a = torch.load(full / "model.pt", weights_only=False)["model"]
-    b = torch.load(part / "model.pt", weights_only=False)["model"]
+    a = torch.load(full / "model.pt", weights_only=True)["model"]
+    b = torch.load(part / "model.pt", weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)  # bit-identical to the uninterrupted run
 
@@ -190,8 +190,8 @@ def test_cosine_schedule_sets_the_lr_per_step_and_resumes_bit_identically(tmp_pa
     run(part, 3)
     resumed = list(csv.DictReader(open(part / "history.csv")))
     assert [r["epoch"] for r in resumed] == ["0", "1", "2"] and [r["lr"] for r in resumed] == [r["lr"] for r in rows]
-    a = torch.load(tmp_path / "full" / "model.pt", weights_only=False)["model"]
-    b = torch.load(part / "model.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["model"]
+    b = torch.load(part / "model.pt", weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     # a cosine checkpoint of another budget is not resumed: the budget shapes the schedule

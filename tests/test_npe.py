@@ -263,8 +263,8 @@ def test_training_learns_and_resumes_bit_identically(tmp_path, single):
     _train(tmp_path / "part", single, FLOW, 1)
     _train(tmp_path / "part", single, FLOW, 3)  # resumes at epoch 1
     assert [r["epoch"] for r in csv.DictReader(open(tmp_path / "part" / "history.csv"))] == ["0", "1", "2"]
-    a = torch.load(tmp_path / "full" / "model.pt", weights_only=False)
-    b = torch.load(tmp_path / "part" / "model.pt", weights_only=False)
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "model.pt", weights_only=True)
     assert a["kind"] == "npe" and a["targets"] == ["gamma_pop"] and a["flow_cfg"] == FLOW
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0)

@@ -100,4 +100,5 @@ def test_photometry() -> None:
         count_rate_factor("DN", 100.0)
     with pytest.raises(FitsUnitError):
         ab_zero_point(0.0, 8000.0)
-    assert math.isfinite(ab_zero_point(1e-19, 5000.0))
+    # STScI's form: ABMAG_ZPT = −2.5 log10(PHOTFLAM) − 21.10 − 5 log10(PHOTPLAM) + 18.6921 (ACS zero-point pages)
+    assert ab_zero_point(1e-19, 5000.0) == pytest.approx(47.5 - 21.10 - 5 * math.log10(5000.0) + 18.6921, abs=1e-3)

@@ -11,10 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import numpy as np
+
 from .simulate.priors import PriorError, check_prior, prior_bounds
 
 __all__ = ["ConfigError", "check_config", "iter_priors", "dataset_shards", "observation_lenses", "load_config",
-           "expand_cdm_sweep", "cdm_sweep_name"]
+           "expand_cdm_sweep", "cdm_sweep_name", "validate_config", "effective_bounds"]
 
 
 class ConfigError(ValueError):
@@ -177,6 +179,97 @@ def check_config(config: Mapping[str, Any], base_dir: str | Path = ".") -> None:
                           "instrument (instrument.bands) needs 'calibrated'")
     if obs["source"] == "mock" and "population" not in obs["mock"]:
         raise ConfigError("observations.mock.population: required for source 'mock'")
+    _check_physical_ranges(config)
+
+
+#: a normal prior may put at most this probability beyond each bound of its parameter's physical range
+NORMAL_TAIL = 1e-6
+_Z_TAIL = 4.753424308822899  # scipy.stats.norm.isf(NORMAL_TAIL), fixed here so that the check needs no scipy
+
+
+def effective_bounds(spec: Any) -> tuple[float, float]:
+    """The range a prior's draws cover: its support, but mean ± 4.75 σ for a normal (all but 10⁻⁶ per side)."""
+    if isinstance(spec, Mapping) and "normal" in spec:
+        mean, sd = (float(a) for a in spec["normal"])
+        return mean - _Z_TAIL * sd, mean + _Z_TAIL * sd
+    return prior_bounds(spec)
+
+
+def _positive(key: str, spec: Any, what: str, high: float = float("inf")) -> None:
+    lo, hi = effective_bounds(spec)
+    if not (lo > 0 and hi <= high):
+        limit = f"in (0, {high}]" if high < float("inf") else "> 0"
+        raise ConfigError(f"{key}: {what} must be {limit}; the prior {spec!r} reaches [{lo:.4g}, {hi:.4g}]"
+                          + (" (a normal prior counts by mean ± 4.75 σ; use truncnormal)" if "normal" in str(spec) else ""))
+
+
+def _modulus(prefix: str, section: Mapping[str, Any], names: tuple[str, str], what: str) -> None:
+    """Both components and the modulus √(a² + b²) of a 2-vector prior (ellipticity, shear) stay below 1."""
+    reach = []
+    for n in names:
+        lo, hi = effective_bounds(section[n])
+        m = max(abs(lo), abs(hi))
+        if not m < 1:
+            raise ConfigError(f"{prefix}.{n}: the {what} component must satisfy |{n}| < 1; the prior {section[n]!r} "
+                              f"reaches {m:.4g}")
+        reach.append(m)
+    if not float(np.hypot(*reach)) < 1:
+        raise ConfigError(f"{prefix}.{names[0]}, {prefix}.{names[1]}: the {what} modulus √({names[0]}² + {names[1]}²) "
+                          f"must stay < 1; the priors reach {float(np.hypot(*reach)):.4g} (|{names[0]}| ≤ {reach[0]:.4g}, "
+                          f"|{names[1]}| ≤ {reach[1]:.4g})")
+
+
+def _check_physical_ranges(config: Mapping[str, Any]) -> None:
+    """Every prior against the physical range of its parameter (issue 17): ellipticities and shear |e| < 1,
+    Sérsic radii > 0 and indices in (0, 8], centres inside the field of view, fixed γ values inside the inference
+    grid, mock-population priors like the datasets', instrument numbers finite. A normal prior counts by
+    mean ± 4.75 σ (:data:`NORMAL_TAIL`)."""
+    lens = config["lens"]
+    inst = config["instrument"]
+    _modulus("lens.main", lens["main"], ("e1", "e2"), "ellipticity")
+    _modulus("subhalos", config["subhalos"], ("e1", "e2"), "ellipticity")
+    if lens.get("shear"):
+        _modulus("lens.shear", lens["shear"], ("gamma1", "gamma2"), "external shear")
+    half_fov = 0.5 * float(inst["num_pix"]) * float(inst["pixel_scale"])
+    for component in ("lens_light", "source"):
+        section = lens.get(component) or {}
+        if section.get("type", "sersic") != "sersic" or not section:
+            continue
+        key = f"lens.{component}"
+        _modulus(key, section, ("e1", "e2"), "ellipticity")
+        _positive(f"{key}.R_sersic", section["R_sersic"], "the Sérsic half-light radius (arcsec)")
+        _positive(f"{key}.n_sersic", section["n_sersic"], "the Sérsic index", high=8.0)
+    for key, section in (("lens.main", lens["main"]), ("lens.source", lens["source"])):
+        for c in ("center_x", "center_y"):
+            if c in section:
+                lo, hi = effective_bounds(section[c])
+                if not max(abs(lo), abs(hi)) < half_fov:
+                    raise ConfigError(f"{key}.{c}: the centre must stay inside the field of view (|{c}| < "
+                                      f"{half_fov:g}″ = num_pix × pixel_scale / 2); the prior {section[c]!r} reaches "
+                                      f"[{lo:.4g}, {hi:.4g}]")
+    grid = config["inference"]["grid"]
+    pops = [(f"datasets.{name}.population", ds["population"]) for name, ds in config["datasets"].items()]
+    mock = (config.get("observations") or {}).get("mock") or {}
+    if "population" in mock:
+        pops.append(("observations.mock.population", mock["population"]))
+        pop = mock["population"]
+        if "gamma" in pop:
+            _within("observations.mock.population.gamma", pop["gamma"], 1.01, 2.99, "the subhalo population slope γ")
+        if prior_bounds(pop["n_sub"])[0] < 0:
+            raise ConfigError("observations.mock.population.n_sub: the number of subhalos cannot be negative")
+    for key, pop in pops:
+        for i, g in enumerate(pop.get("gamma_values") or []):
+            if not grid["low"] <= g <= grid["high"]:
+                raise ConfigError(f"{key}.gamma_values[{i}]: γ = {g} lies outside the inference grid "
+                                  f"inference.grid [{grid['low']}, {grid['high']}]; its curves could not contain the truth")
+    numbers = [(f"instrument.{k}", inst[k]) for k in ("exposure_time", "sky_brightness", "read_noise", "ccd_gain",
+                                                       "magnitude_zero_point", "pixel_scale") if k in inst]
+    numbers += [(f"instrument.bands[{i}].{k}", b[k]) for i, b in enumerate(inst.get("bands") or [])
+                for k in ("exposure_time", "sky_brightness", "read_noise", "ccd_gain", "magnitude_zero_point") if k in b]
+    numbers += [(f"inference.grid.{k}", grid[k]) for k in ("low", "high")]
+    for key, value in numbers:
+        if not np.isfinite(float(value)):
+            raise ConfigError(f"{key}: must be a finite number, got {value!r}")
 
 
 def _check_bands(config: Mapping[str, Any], base_dir: str | Path) -> None:
@@ -290,11 +383,18 @@ def observation_lenses(config: Mapping[str, Any]) -> list[str]:
 def load_config(path: str | Path) -> dict[str, Any]:
     """Load a YAML config and validate it like the workflow does (schema defaults + :func:`check_config`)."""
     import yaml
-    from snakemake.utils import validate
 
     config = yaml.safe_load(Path(path).read_text())
+    validate_config(config, Path(path).resolve().parent.parent)
+    return config
+
+
+def validate_config(config: dict[str, Any], base_dir: str | Path = ".") -> None:
+    """What the workflow runs on its config before any job (``rules/common.smk``): the JSON schema (filling in
+    defaults, in place) and :func:`check_config`. Raises ``WorkflowError`` (schema) or :class:`ConfigError`."""
+    from snakemake.utils import validate
+
     schema = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
     validate(config, str(schema))
     expand_cdm_sweep(config)
-    check_config(config, Path(path).resolve().parent.parent)
-    return config
+    check_config(config, base_dir)

@@ -163,16 +163,22 @@ def summarise_observations(*, names: list[str], grid: np.ndarray, curves: np.nda
 
 def infer_observations(*, model_path: str | Path, thresholds_path: str | Path, kde_path: str | Path,
                        names: list[str], images: list[str], masks: list[str], inference_cfg: dict,
-                       out_summary: str | Path, out_curves: str | Path, **summary_kw: Any) -> dict:
+                       out_summary: str | Path, out_curves: str | Path, metadata: list[str] | None = None,
+                       **summary_kw: Any) -> dict:
     """Per-lens curves, MLEs and intervals (N = 1 thresholds) and the combined result (thresholds of the number of
     lenses combined); ``summary_kw``: misspecification, coverage_curves, calibrate_cfg, seed
-    (:func:`summarise_observations`)."""
+    (:func:`summarise_observations`).
+
+    Observations off the model's training grid (shape, bands, pixel scale or zero point in ``metadata``, the
+    preprocessing records) are refused (:func:`lensinfer.checkpoint.check_observations`) before anything is written."""
+    from .checkpoint import check_observations, load_model_file
     from .train import load_model
 
     model, whitening = load_model(model_path)
     model = model.fused()  # BN folded into the convolutions, channels_last: same curves, half the CPU time
     grid = grid_centres(**{k: inference_cfg["grid"][k] for k in ("low", "high", "n")})
     x, m = load_observations(images, masks)
+    check_observations(model_path, load_model_file(model_path).get("grid"), whitening.n_channels, names, x, metadata)
     curves = log_ratio_curves(model, whitening, x, m, grid)
     return summarise_observations(names=names, grid=grid, curves=curves, thresholds_path=thresholds_path,
                                   kde_path=kde_path, inference_cfg=inference_cfg, out_summary=out_summary,

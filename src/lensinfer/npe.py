@@ -195,7 +195,8 @@ def infer_observations(*, model_path: str | Path, thresholds_path: str | Path | 
                        out_summary: str | Path, out_curves: str | Path, out_samples: str | Path,
                        n_samples: int = 5000, seed: int = 0, gamma_prior: Any = None,
                        misspecification: dict | None = None, coverage_curves: str | Path | None = None,
-                       calibrate_cfg: dict | None = None) -> dict:
+                       calibrate_cfg: dict | None = None,
+                       metadata: list[str] | None = None) -> dict:
     """NPE analysis of observed lenses: the outputs of :func:`lensinfer.infer.infer_observations` (summary.json with
     per-lens and combined γ MLEs/intervals, curves.csv; the same summarising code) from the curves
     log q(γ|x) − log π(γ), plus ``out_samples`` (npz: samples (N, S, P), columns, names) and, in the summary,
@@ -204,10 +205,15 @@ def infer_observations(*, model_path: str | Path, thresholds_path: str | Path | 
     Without ``gamma_pop`` among the targets there is no γ curve: ``thresholds_path`` may then be None, the summary
     holds ``per_lens_parameters`` only (``"gamma": null``; with ``misspecification``, ``per_lens[name]`` holds just
     the ``misspecification`` entry) and ``curves.csv`` just its header. ``misspecification``, ``coverage_curves``,
-    ``calibrate_cfg``: see :func:`lensinfer.infer.summarise_observations`."""
+    ``calibrate_cfg``: see :func:`lensinfer.infer.summarise_observations`.
+    Observations off the model's training grid are refused (:func:`lensinfer.checkpoint.check_observations`,
+    with the preprocessing records ``metadata``) before anything is written."""
+    from .checkpoint import check_observations, load_model_file
+
     model, whitening = load_flow(model_path)
     grid = _grid(inference_cfg["grid"])
     x, m = load_observations(images, masks)
+    check_observations(model_path, load_model_file(model_path).get("grid"), whitening.n_channels, names, x, metadata)
     gen = torch.Generator().manual_seed(int(seed))
     samples, feats = sample_images(model, whitening, x, m, int(n_samples), gen)
     np.savez(out_samples, samples=samples, columns=np.array(whitening.targets), names=np.array(names))

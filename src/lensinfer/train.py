@@ -35,7 +35,6 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import time
 from functools import partial
 from pathlib import Path
@@ -45,6 +44,7 @@ import torch
 import torch.utils.deterministic
 from torch import nn
 
+from . import checkpoint
 from .data.loader import (ChunkShuffleLoader, DihedralAugmentation, MergedDataset, Whitening, load_whitening,
                           noise_model_of)
 from .models.flow import FLOW_DEFAULTS, build_flow_posterior, flow_loss
@@ -53,11 +53,25 @@ from .progress import format_duration, time_left
 from .seeds import config_hash, torch_seed
 
 __all__ = ["resolve_device", "build_optimizer", "train_ratio_estimator", "train_flow_posterior", "flow_targets", "load_model",
-           "load_estimator", "evaluate_loss", "read_history"]
+           "load_estimator", "evaluate_loss", "read_history", "TrainingError"]
 
 log = logging.getLogger(__name__)
 
 HISTORY_FIELDS = ["epoch", "train_loss", "val_loss", "lr", "seconds"]
+
+
+class TrainingError(RuntimeError):
+    """A training run that cannot give a usable model (non-finite loss); no model file is written."""
+
+
+def _finite_loss(value: float, kind: str, what: str, epoch: int) -> float:
+    """``value`` if finite, else :class:`TrainingError` naming the estimator, the loss and the epoch."""
+    if not math.isfinite(value):
+        raise TrainingError(
+            f"{kind} training: non-finite {what} ({value}) at epoch {epoch}; stopping without writing a model. "
+            "Check the training data and its stats.json (non-finite or constant images: image_std), "
+            "and train.lr / train.batch_size")
+    return value
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -199,7 +213,10 @@ def _fit(
     chosen: dict[str, Any] | None = None  # the train.select_epoch model (train.select: epoch)
     start_epoch, bad_epochs = 0, 0
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        try:
+            ckpt = checkpoint.load(ckpt_path, map_location=device)  # weights_only: a checkpoint cannot run code
+        except checkpoint.ModelFileError as exc:
+            raise checkpoint.ModelFileError(f"{exc} Delete {ckpt_path} to train afresh.") from None
         if ckpt.get("fingerprint") == fingerprint:
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
@@ -240,9 +257,10 @@ def _fit(
             opt.step()
             if per_step:
                 scheduler.step()
-            total += float(loss.detach()) * x.shape[0]
+            total += _finite_loss(float(loss.detach()), kind, "training loss", epoch) * x.shape[0]
             n += x.shape[0]
-        val_loss = evaluate_loss(model, val_loader, device, base_seed + 2, loss_fn)
+        val_loss = _finite_loss(evaluate_loss(model, val_loader, device, base_seed + 2, loss_fn), kind,
+                                "validation loss", epoch)
         if not per_step:
             scheduler.step(val_loss)
         row = {"epoch": epoch, "train_loss": total / max(n, 1), "val_loss": val_loss,
@@ -261,17 +279,18 @@ def _fit(
             best = {"loss": val_loss, "epoch": epoch, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         if select == "epoch" and epoch == select_epoch - 1:
             chosen = {"loss": val_loss, "epoch": epoch, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        checkpoint.save({"fingerprint": fingerprint, "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": scheduler.state_dict(), "history": history, "best": best, "chosen": chosen,
                     "bad_epochs": bad_epochs,
                     "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}, tmp)
-        os.replace(tmp, ckpt_path)
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}, ckpt_path)
         if bad_epochs >= int(es["patience"]) and select == "best":
             log.info("early stopping after epoch %d", epoch)
             break
 
+    if best["state"] is None:  # e.g. max_epochs reached before any epoch ran: never write a weightless model
+        raise TrainingError(f"{kind} training: no epoch completed (checkpoint {ckpt_path}, max_epochs {max_epochs}); "
+                            "no model written")
     with open(out_history, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=HISTORY_FIELDS)
         writer.writeheader()
@@ -282,7 +301,8 @@ def _fit(
     out = chosen if select == "epoch" else best
     log.info("%s: writing the model of epoch %d (train.select: %s; best validation loss at epoch %d)", kind,
              out["epoch"], select, best["epoch"])
-    torch.save(dict(blob, kind=kind, model=out["state"], in_channels=in_channels, whitening=whitening.to_dict(),
+    checkpoint.save(dict(blob, kind=kind, model=out["state"], in_channels=in_channels, whitening=whitening.to_dict(),
+                    grid=checkpoint.training_grid([_first_shard_attrs(train_data)], train_data.image_shape),
                     best_epoch=best["epoch"], best_val_loss=best["loss"], select=select, selected_epoch=out["epoch"],
                     selected_val_loss=out["loss"], fingerprint=fingerprint), out_model)
     return {"best_epoch": best["epoch"], "best_val_loss": best["loss"], "epochs": len(history), "select": select,
@@ -303,6 +323,13 @@ def selection(train_cfg: Mapping[str, Any]) -> tuple[str, int]:
     if not 1 <= epoch <= int(train_cfg["max_epochs"]):
         raise ValueError(f"train.select_epoch: {epoch} must lie in [1, train.max_epochs = {train_cfg['max_epochs']}]")
     return select, epoch
+
+
+def _first_shard_attrs(data: MergedDataset) -> dict[str, Any]:
+    """Attributes of the first training shard (grid, bands, zero point: the same in every shard of a dataset)."""
+    import zarr
+
+    return dict(zarr.open_group(str(data.manifest.shard_paths()[0]), mode="r").attrs)
 
 
 def train_ratio_estimator(
@@ -415,8 +442,11 @@ def train_flow_posterior(
 
 
 def load_estimator(path: str | Path, device: str | torch.device = "cpu") -> tuple[str, nn.Module, Whitening]:
-    """(kind, model in eval mode, whitening) of a ``model.pt`` of either kind ("nre" or "npe")."""
-    blob = torch.load(path, map_location=device, weights_only=False)
+    """(kind, model in eval mode, whitening) of a ``model.pt`` of either kind ("nre" or "npe").
+
+    Read with ``weights_only=True`` (:func:`lensinfer.checkpoint.load_model_file`): a file holding anything but
+    tensors and plain metadata, or no weights, is refused with :class:`lensinfer.checkpoint.ModelFileError`."""
+    blob = checkpoint.load_model_file(path, map_location=device)
     kind = blob.get("kind", "nre")
     in_channels = int(blob.get("in_channels", 1))
     if kind == "npe":

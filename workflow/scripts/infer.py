@@ -16,6 +16,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
         misspecification=json.loads(open(inp.misspecification).read()),
         coverage_curves=inp.coverage_curves, calibrate_cfg=snakemake.params.calibrate,  # noqa: F821
         seed=snakemake.params.seed,  # noqa: F821
+        metadata=list(inp.metadata),
     )
     # where each observation came from (source, file, sha256, MAST product) and how it was preprocessed
     summary = record_in_summary(snakemake.output.summary, snakemake.params.lenses, list(inp.metadata))  # noqa: F821

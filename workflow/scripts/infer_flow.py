@@ -28,6 +28,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
         misspecification=json.loads(open(inp.misspecification).read()),
         coverage_curves=inp.coverage_curves or None,
         calibrate_cfg=params.calibrate,
+        metadata=list(inp.metadata),
     )
     # where each observation came from (source, file, sha256, MAST product) and how it was preprocessed
     summary = record_in_summary(snakemake.output.summary, snakemake.params.lenses, list(inp.metadata))  # noqa: F821

@@ -9,6 +9,7 @@ used the mean of unmasked images and never computed σ (it silently defaulted to
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -18,7 +19,7 @@ import zarr
 from .masks import masks_for_table
 from .store import Manifest, load_manifest, read_shard_table, read_table, write_manifest, write_table
 
-__all__ = ["merge_dataset", "compute_stats", "write_masks", "dataset_masks", "open_masks"]
+__all__ = ["MergeError", "merge_dataset", "compute_stats", "write_masks", "dataset_masks", "open_masks"]
 
 
 def dataset_masks(params: np.ndarray, columns: Sequence[str], *, num_pix: int, pixel_scale: float,
@@ -39,14 +40,33 @@ def _param_stats(params: np.ndarray, columns: Sequence[str]) -> dict[str, dict[s
     return out
 
 
+class MergeError(ValueError):
+    """Data that cannot be merged into a training set (non-finite images, degenerate statistics)."""
+
+
+def _check_finite_block(manifest: Manifest, start: int, images: np.ndarray, image_seed: np.ndarray | None) -> None:
+    """Raise :class:`MergeError` naming the dataset, shard, image index and seed of the first non-finite image."""
+    bad = ~np.isfinite(images.reshape(images.shape[0], -1)).all(axis=1)
+    if not bad.any():
+        return
+    k = start + int(np.argmax(bad))
+    s = int(np.searchsorted(manifest.offsets, k, side="right") - 1)
+    seed = f", image seed {int(image_seed[k])}" if image_seed is not None else ""
+    raise MergeError(f"dataset {manifest.dataset!r}: shard {manifest.shards[s]['path']} image {k - manifest.offsets[s]} "
+                     f"(global index {k}{seed}) has non-finite pixels ({int(bad.sum())} such image(s) in this block); "
+                     "re-simulate that shard")
+
+
 def compute_stats(manifest: Manifest, params: np.ndarray, columns: Sequence[str], *, pixel_scale: float,
-                  radius_theta_e: float | None, block: int = 1024) -> dict[str, Any]:
+                  radius_theta_e: float | None, block: int = 1024, image_seed: np.ndarray | None = None) -> dict[str, Any]:
     """γ, parameter and kept-pixel image statistics of a dataset, accumulated in float64 over blocks of images.
 
     Images are (N, H, W) (one band) or (N, C, H, W) (multi-band; masks stay (N, H, W) and apply to every band).
     One band: ``image_mean``/``image_std`` are scalars (as before); C bands: lists of C per-channel values, and
     ``n_channels`` gives C (:func:`merge_dataset` adds the shards' ``bands`` names). ``params`` holds {column: {mean, std}} of every parameter column (finite values), the
     whitening constants of any set of NPE targets.
+    A non-finite image, no kept pixel, or a non-finite or zero image σ raises :class:`MergeError` (naming the shard,
+    image and ``image_seed``).
     """
     num_pix = manifest.image_shape[-1]
     multi = len(manifest.image_shape) == 3
@@ -55,6 +75,7 @@ def compute_stats(manifest: Manifest, params: np.ndarray, columns: Sequence[str]
     total_sq = np.zeros(n_ch)
     count = 0
     for start, images in manifest.iter_blocks(block):
+        _check_finite_block(manifest, start, images, image_seed)
         masks = dataset_masks(params[start:start + images.shape[0]], columns, num_pix=num_pix,
                               pixel_scale=pixel_scale, radius_theta_e=radius_theta_e)
         img = images.astype(np.float64)
@@ -64,8 +85,13 @@ def compute_stats(manifest: Manifest, params: np.ndarray, columns: Sequence[str]
         total += kept.sum(axis=1)
         total_sq += np.square(kept).sum(axis=1)
         count += kept.shape[1]
+    if count == 0:
+        raise MergeError(f"dataset {manifest.dataset!r}: the masks keep no pixel (mask.radius_theta_E)")
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        raise MergeError(f"dataset {manifest.dataset!r}: image statistics mean {mean.tolist()}, std {std.tolist()} "
+                         "over the kept pixels are not finite and positive (constant or overflowing images?)")
     gamma = params[:, list(columns).index("gamma_pop")]
     finite = gamma[np.isfinite(gamma)]
     stats: dict[str, Any] = {
@@ -104,8 +130,15 @@ def merge_dataset(dataset: str, shard_paths: Sequence[str | Path], out_dir: str 
         seeds.append(seed)
     manifest = write_manifest(out / "manifest.json", dataset, shard_paths)
     params = np.concatenate(tables)
-    write_table(out / "table.zarr", params, columns, np.concatenate(seeds), {"dataset": dataset})
-    stats = compute_stats(manifest, params, columns, pixel_scale=pixel_scale, radius_theta_e=radius_theta_e)
+    image_seed = np.concatenate(seeds)
+    try:
+        write_table(out / "table.zarr", params, columns, image_seed, {"dataset": dataset})
+        stats = compute_stats(manifest, params, columns, pixel_scale=pixel_scale, radius_theta_e=radius_theta_e,
+                              image_seed=image_seed)
+    except Exception:  # nothing half-merged is left behind
+        (out / "manifest.json").unlink(missing_ok=True)
+        shutil.rmtree(out / "table.zarr", ignore_errors=True)
+        raise
     stats["dataset"] = dataset
     if bands is not None:
         stats["bands"] = list(bands)

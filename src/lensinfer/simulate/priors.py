@@ -32,6 +32,8 @@ def check_prior(spec: Any, key: str) -> None:
     if isinstance(spec, bool):
         raise PriorError(f"{key}: a prior cannot be a boolean")
     if isinstance(spec, (int, float)):
+        if not np.isfinite(spec):
+            raise PriorError(f"{key}: a fixed value must be finite, got {spec!r}")
         return
     if not isinstance(spec, Mapping) or len(spec) != 1:
         raise PriorError(f"{key}: a prior is a number or a one-key mapping with one of {list(PRIOR_KINDS)}; got {spec!r}")
@@ -43,6 +45,8 @@ def check_prior(spec: Any, key: str) -> None:
         isinstance(a, (int, float)) and not isinstance(a, bool) for a in args
     ):
         raise PriorError(f"{key}.{kind}: expected a list of {need} numbers, got {args!r}")
+    if not all(np.isfinite(a) for a in args):
+        raise PriorError(f"{key}.{kind}: the numbers must be finite, got {list(args)}")
     if kind in ("uniform", "loguniform", "randint") and not args[0] < args[1]:
         raise PriorError(f"{key}.{kind}: need low < high, got {list(args)}")
     if kind == "loguniform" and args[0] <= 0:

@@ -27,7 +27,7 @@ from .bands import BandSet
 from .scene import SUBHALO_COLUMNS, Scene, draw_macro, draw_subhalos, place_on_bright_pixels, subhalo_lens_kwargs
 
 __all__ = ["population_of", "draw_scene", "simulate_image", "simulate_image_bands", "simulate_shard",
-           "simulation_config_section", "source_catalog", "line_of_sight", "noiseless"]
+           "simulation_config_section", "source_catalog", "line_of_sight", "noiseless", "SimulationError"]
 
 #: population columns appended after the macro-model columns
 POPULATION_COLUMNS = ("global_index", "gamma_pop", "n_sub", "nms_kappa", "subhalo_mass_total")
@@ -204,6 +204,26 @@ def simulate_image_bands(
     return np.stack(out), scene
 
 
+class SimulationError(ValueError):
+    """A simulated image or parameter that is not finite (names dataset, shard, image index and seed)."""
+
+
+def _check_finite(image: np.ndarray, params: Mapping[str, float], *, dataset: str, shard: int, index: int,
+                  global_index: int, seed: int, gamma_free: bool) -> None:
+    """Raise :class:`SimulationError` on a non-finite pixel or parameter of one image (before anything is written).
+
+    ``gamma_pop`` is NaN by design for populations without a γ (NFW/TNFW test sets: ``gamma_free``)."""
+    where = (f"datasets.{dataset}: shard {shard}, image {index} (global index {global_index}, image seed {seed}; "
+             f"redraw it with lensinfer.seeds.image_rng({seed}))")
+    bad = ~np.isfinite(image)
+    if bad.any():
+        raise SimulationError(f"{where}: {int(bad.sum())} non-finite pixel(s) in the rendered image; check the priors "
+                              "of this configuration (lens.*, subhalos.*) for values the renderer cannot handle")
+    wrong = sorted(k for k, v in params.items() if not np.isfinite(v) and not (k == "gamma_pop" and gamma_free))
+    if wrong:
+        raise SimulationError(f"{where}: non-finite parameter(s) {', '.join(f'{k}={params[k]}' for k in wrong)}")
+
+
 def simulate_shard(config: Mapping[str, Any], dataset: str, shard: int, out_path: str | Path,
                    progress: bool = True, threads: int | None = None) -> ShardData:
     """Simulate shard ``shard`` of ``dataset`` and write it to ``out_path`` (zarr, see :mod:`lensinfer.data.store`).
@@ -240,6 +260,8 @@ def simulate_shard(config: Mapping[str, Any], dataset: str, shard: int, out_path
         else:
             image, scene = simulate_image(image_rng(seeds[i]), renderer=renderer, config=config, population=population,
                                           global_index=shard * n + i, cosmos=cosmos, los=los, noise=noisy)
+        _check_finite(image, scene.params, dataset=dataset, shard=shard, index=i, global_index=shard * n + i,
+                      seed=int(seeds[i]), gamma_free="gamma" not in population and "gamma_values" not in population)
         images[i] = image
         rows.append(scene.params)
         subhalos.append(scene.subhalos)
