@@ -35,7 +35,10 @@ for _rule in workflow.rules:
     if _rule.script:
         _rule.set_params(
             library_code=library_code_hash(
-                Path(workflow.basedir) / "workflow" / "scripts" / Path(str(_rule.script)).name,
+                Path(workflow.basedir)
+                / "workflow"
+                / "scripts"
+                / Path(str(_rule.script)).name,
                 SRC,
             )
         )

@@ -100,7 +100,11 @@ NOT_IMAGE_KEYS = {"lens": {"source": {"download": None}}, "dataset": {"n_shards"
 def without(section, drop):
     """A copy of the mapping ``section`` without the nested keys of ``drop`` (a tree of dicts ending in None)."""
     return {
-        k: (without(v, drop[k]) if isinstance(drop.get(k), dict) and isinstance(v, dict) else v)
+        k: (
+            without(v, drop[k])
+            if isinstance(drop.get(k), dict) and isinstance(v, dict)
+            else v
+        )
         for k, v in section.items()
         if not (k in drop and drop[k] is None)
     }
@@ -111,7 +115,11 @@ def simulation_params_of(dataset):
     sections = without({k: config[k] for k in SIM_SECTIONS}, NOT_IMAGE_KEYS)
     return canonical(
         sections
-        | {"datasets": {dataset: without(config["datasets"][dataset], NOT_IMAGE_KEYS["dataset"])}}
+        | {
+            "datasets": {
+                dataset: without(config["datasets"][dataset], NOT_IMAGE_KEYS["dataset"])
+            }
+        }
     )
 
 
@@ -164,7 +172,9 @@ COSMOS_PREPARED = ["results/cosmos/prepared.json"] if USE_COSMOS else []
 def psf_files():
     """The pixel-PSF files the renderer reads (instrument.psf.path and per-band PSFs)."""
     inst = config["instrument"]
-    psfs = [inst.get("psf") or {}] + [b.get("psf") or {} for b in inst.get("bands") or []]
+    psfs = [inst.get("psf") or {}] + [
+        b.get("psf") or {} for b in inst.get("bands") or []
+    ]
     return sorted({p["path"] for p in psfs if p.get("type") == "pixel" and "path" in p})
 
 
@@ -224,8 +234,13 @@ def all_shards():
     for d in DATASETS:
         n = int(config["datasets"][d]["n_shards"])
         blocks = range(1, block_count(n) + 1)
-        firsts = {SHARDS_PER_BLOCK * b for b in blocks}  # first shard of each ten-shard job
-        inside = {i for b in blocks for i in range(SHARDS_PER_BLOCK * b, SHARDS_PER_BLOCK * (b + 1))}
+        # the first shard of each ten-shard job, and every shard the ten-shard jobs hold
+        firsts = {SHARDS_PER_BLOCK * b for b in blocks}
+        inside = {
+            i
+            for b in blocks
+            for i in range(SHARDS_PER_BLOCK * b, SHARDS_PER_BLOCK * (b + 1))
+        }
         targets += [
             f"results/sims/{d}/shard_{i}.zarr"
             for i in range(n)
