@@ -58,7 +58,7 @@ wildcard_constraints:
     shard=r"\d+",
     est="nre|npe",
     lens="|".join(l.replace("+", r"\+").replace(".", r"\.") for l in LENSES),
-    # ten-shard jobs (rule simulate_shards): the complete tens of each dataset after shards 0-9 (lensinfer.dag)
+    # ten-shard jobs of simulate_shards: the complete tens of each dataset after shards 0-9 (lensinfer.dag)
     block=block_regex({d: config["datasets"][d]["n_shards"] for d in DATASETS}),
 
 

@@ -135,8 +135,13 @@ def test_cosmos_sources_add_the_cache_stage(workdir):
         c["lens"]["source"] = {"type": "cosmos", "catalog_dir": "cosmos_fixture", "split_lists": str(ROOT / "resources/cosmos"),
                                "center_x": {"uniform": [-0.1, 0.1]}, "center_y": {"uniform": [-0.1, 0.1]}}
 
-    planned = planned_rules(snakemake(workdir, "-n", configfile=_variant(workdir, "cosmos", edit)))
+    proc = snakemake(workdir, "-n", configfile=_variant(workdir, "cosmos", edit))
+    planned = planned_rules(proc)
     assert {"prepare_cosmos", "simulate_shard", "observe_mock"} <= planned and "download_cosmos" not in planned
+    # everything the cache is built from is its input: the catalogue folder and the galaxy split lists
+    (inputs,) = _jobs_of(proc, "prepare_cosmos", "input")
+    assert inputs.split(", ") == ["cosmos_fixture", *(str(ROOT / "resources/cosmos" / f)
+                                                      for f in ("bad_galaxies.csv", "val_galaxies.csv"))]
 
 
 def test_local_fits_folder_runs_fetch_free(workdir):
@@ -215,9 +220,9 @@ def test_killed_simulation_resumes_without_redoing_finished_shards(tmp_path):
 # --- reruns that follow what changed the data (issue 21 item 5) ----------------------------------------------------
 
 
-def _jobs_of(proc: subprocess.CompletedProcess, rule: str) -> list[str]:
-    """Outputs of the planned jobs of ``rule`` in a dry run, sorted."""
-    pattern = r"^(?:local)?rule (\w+):\n(?:[ \t]+(?!output:)\w+: .*\n)*[ \t]+output: (.*)$"
+def _jobs_of(proc: subprocess.CompletedProcess, rule: str, field: str = "output") -> list[str]:
+    """The ``field`` line (output by default) of each planned job of ``rule`` in a dry run, sorted."""
+    pattern = rf"^(?:local)?rule (\w+):\n(?:[ \t]+(?!{field}:)\w+: .*\n)*[ \t]+{field}: (.*)$"
     return sorted(m.group(2).strip() for m in re.finditer(pattern, proc.stdout + proc.stderr, re.M)
                   if m.group(1) == rule)
 
