@@ -178,6 +178,7 @@ def test_n_samples_reruns_sampling_not_training(workdir):
 
 def _source_copy(dest: Path) -> Path:
     """The workflow's source files (Snakefile, rules, scripts, library, schemas, envs, report) copied to dest."""
+    dest.mkdir(parents=True)
     for name in ("Snakefile", "rules", "workflow", "src", "schemas", "envs", "report", "config", "resources"):
         src = ROOT / name
         if src.is_dir():
@@ -301,7 +302,12 @@ def test_psf_file_is_an_input_of_the_simulation(tmp_path):
     target = "results/sims/val/shard_0.zarr"
     snakemake(workdir, "--cores", "1", target, configfile=cfg)
     assert planned_rules(snakemake(workdir, "-n", target, configfile=cfg)) == set()
-    os.utime(workdir / "psf.fits")  # a new PSF file (newer than the shard)
+    from astropy.io import fits
+
+    with fits.open(workdir / "psf.fits") as hdul:  # a new PSF (Snakemake compares content, not only the time)
+        hdul[0].data = hdul[0].data * 1.01
+        hdul.writeto(workdir / "psf_new.fits")
+    os.replace(workdir / "psf_new.fits", workdir / "psf.fits")
     assert _jobs_of(snakemake(workdir, "-n", target, configfile=cfg), "simulate_shard") == [target]
 
 
@@ -341,6 +347,7 @@ def test_cosmos_download_settings_and_split_lists(tmp_path):
     assert json.loads((catalog / "lensinfer_verified.json").read_text()) == record
     assert json.loads((workdir / "results/cosmos/download.json").read_text()) == record
     # the galaxy split lists are read by prepare_cosmos and the shards: an edit reruns them
-    os.utime(workdir / "cosmos_lists" / "val_galaxies.csv")
+    with open(workdir / "cosmos_lists" / "val_galaxies.csv", "a") as fh:  # an edit (a blank row changes no split)
+        fh.write("\n")
     planned = planned_rules(snakemake(workdir, "-n", target, configfile=first))
     assert {"prepare_cosmos", "simulate_shard"} <= planned and "download_cosmos" not in planned
