@@ -1,8 +1,16 @@
-"""The SLURM profile asks for a GPU for exactly the rules that declare one, and only via `gpu` (never also `gres`)."""
+"""The SLURM profile asks for a GPU for exactly the rules that declare one, and only via `gpu` (never also `gres`);
+every profile's effective settings, parsed as Snakemake parses them, are what the profile says."""
 
+import contextlib
+import io
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,13 +37,6 @@ def test_gpu_rules_match_profile() -> None:
 
 
 # --- the effective settings of each profile, parsed as Snakemake does (issue 21 item 1) ---------------------------
-
-import contextlib  # noqa: E402
-import io  # noqa: E402
-import os  # noqa: E402
-from types import SimpleNamespace  # noqa: E402
-
-import pytest  # noqa: E402
 
 # a partition time limit many sites have; the profile documents that its simulation group jobs ask for far less
 PARTITION_LIMIT_MIN = 24 * 60
@@ -112,10 +113,6 @@ def _group_request(cores: int, jobs: list[dict]) -> dict:
 def test_simulation_group_request_within_limit() -> None:
     """A full simulation group job of the paper config under --profile profiles/slurm: its runtime request, from the
     rules' own resources (read from the profile's dry run) and the profile's effective cores and group size."""
-    import re
-    import subprocess
-    import sys
-
     args = effective("--profile", "profiles/slurm", "-n")
     groups = dict(args.groups) if isinstance(args.groups, dict) else dict(g.split("=") for g in args.groups)
     components = dict(args.group_components) if isinstance(args.group_components, dict) else {
