@@ -131,7 +131,8 @@ def simulation_params(wildcards):
 def mock_params(wildcards):
     """Everything the mock observations depend on."""
     return canonical(
-        {k: config[k] for k in SIM_SECTIONS} | {"observations": config["observations"]}
+        without({k: config[k] for k in SIM_SECTIONS}, NOT_IMAGE_KEYS)
+        | {"observations": config["observations"]}
     )
 
 
