@@ -21,6 +21,8 @@ rule curves:
         grid=canonical(config["inference"]["grid"]),
         seed=config["seed"],
         gamma_prior=GAMMA_PRIOR,
+        # posterior draws per image for the NPE's γ marginal (flow.n_samples, as for the observed lenses); none for the NRE
+        n_samples=lambda w: config["flow"]["n_samples"] if w.est == "npe" else None,
     script:
         "../workflow/scripts/curves.py"
 

@@ -23,6 +23,13 @@ from lensinfer.config import (
     expand_cdm_sweep,
     observation_lenses,
 )  # noqa: E402
+from lensinfer.dag import (  # noqa: E402
+    SHARDS_PER_BLOCK,
+    block_count,
+    block_regex,
+    library_code_hash,
+    single_regex,
+)
 
 validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 # the CDM bands of the γ-curve figure: the listed CDM sets, plus the c × 1 sets of a concentration sweep
@@ -62,6 +69,8 @@ wildcard_constraints:
     shard=r"\d+",
     est="nre|npe",
     lens="|".join(l.replace("+", r"\+").replace(".", r"\.") for l in LENSES),
+    # ten-shard jobs of simulate_shards: the complete tens of each dataset after shards 0-9 (lensinfer.dag)
+    block=block_regex({d: config["datasets"][d]["n_shards"] for d in DATASETS}),
 
 
 SIM_SECTIONS = (
@@ -84,17 +93,44 @@ def canonical(value):
     return value
 
 
+# flow keys that set how the trained posterior is sampled, not the training (rule train_flow leaves them out)
+FLOW_SAMPLING_KEYS = ("n_samples", "diagnostics_dataset")
+
 # the training γ prior: the NPE posterior divided by it gives curves comparable with the NRE's likelihood ratios
 GAMMA_PRIOR = canonical(
     config["datasets"][config["train"]["dataset"]]["population"].get("gamma")
 )
 
 
+# Keys that do not change any image, left out of the shards' params so that editing them reruns no shard: where
+# the COSMOS archive is fetched from and its checksum (the catalogue's content is the download record, an input),
+# and the number of shards (a shard's seeds depend on (seed, dataset, shard) only: growing n_shards adds shards).
+NOT_IMAGE_KEYS = {"lens": {"source": {"download": None}}, "dataset": {"n_shards": None}}
+
+
+def without(section, drop):
+    """A copy of the mapping ``section`` without the nested keys of ``drop`` (a tree of dicts ending in None)."""
+    return {
+        k: (
+            without(v, drop[k])
+            if isinstance(drop.get(k), dict) and isinstance(v, dict)
+            else v
+        )
+        for k, v in section.items()
+        if not (k in drop and drop[k] is None)
+    }
+
+
 @functools.lru_cache(maxsize=None)
 def simulation_params_of(dataset):
+    sections = without({k: config[k] for k in SIM_SECTIONS}, NOT_IMAGE_KEYS)
     return canonical(
-        {k: config[k] for k in SIM_SECTIONS}
-        | {"datasets": {dataset: config["datasets"][dataset]}}
+        sections
+        | {
+            "datasets": {
+                dataset: without(config["datasets"][dataset], NOT_IMAGE_KEYS["dataset"])
+            }
+        }
     )
 
 
@@ -107,7 +143,7 @@ def mock_params(wildcards):
     """Everything the mock observations depend on (of `observations`, only its `mock` section: the preprocessing
     mode, MAST or local settings do not change the simulated frames)."""
     return canonical(
-        {k: config[k] for k in SIM_SECTIONS}
+        without({k: config[k] for k in SIM_SECTIONS}, NOT_IMAGE_KEYS)
         | {"observations": {"mock": config["observations"]["mock"]}}
     )
 
@@ -116,17 +152,56 @@ COSMOS_DIR = config["lens"]["source"].get("catalog_dir", "resources/cosmos_catal
 USE_COSMOS = config["lens"]["source"]["type"] == "cosmos"
 
 
-def cosmos_download_marker(wildcards):
-    """The verified-download record when the config asks lensinfer to fetch the COSMOS sample."""
-    return (
-        [f"{COSMOS_DIR}/lensinfer_verified.json"]
-        if "download" in config["lens"]["source"]
-        else []
-    )
+COSMOS_DOWNLOAD = "download" in config["lens"]["source"]
+# What the COSMOS cache is built from: the download_cosmos record when lensinfer fetches the catalogue (the folder
+# does not exist before), else the user's catalogue folder itself.
+COSMOS_CATALOG = ["results/cosmos/download.json"] if COSMOS_DOWNLOAD else [COSMOS_DIR]
+
+
+def check_cosmos_record():
+    """A catalogue downloaded earlier must match a checksum added to the config later (checked here, without a
+    rerun: the record holds the archive's sha256)."""
+    import json
+
+    want = config["lens"]["source"].get("download", {}).get("sha256")
+    record = Path(COSMOS_DIR) / "lensinfer_verified.json"
+    if want and record.is_file():
+        got = json.loads(record.read_text()).get("sha256")
+        if got != want:
+            raise WorkflowError(
+                f"lens.source.download.sha256: the catalogue in {COSMOS_DIR} was downloaded from an archive with "
+                f"sha256 {got}, not {want}; delete {COSMOS_DIR} to download it again"
+            )
+
+
+if USE_COSMOS and COSMOS_DOWNLOAD:
+    check_cosmos_record()
 
 
 # The warmed COSMOS cache, for every job that draws COSMOS sources (a static list: no per-job input function).
 COSMOS_PREPARED = ["results/cosmos/prepared.json"] if USE_COSMOS else []
+
+
+def psf_files():
+    """The pixel-PSF files the renderer reads (instrument.psf.path and per-band PSFs)."""
+    inst = config["instrument"]
+    psfs = [inst.get("psf") or {}] + [
+        b.get("psf") or {} for b in inst.get("bands") or []
+    ]
+    return sorted({p["path"] for p in psfs if p.get("type") == "pixel" and "path" in p})
+
+
+# COSMOS galaxy split lists (train/val/test galaxies, lensinfer.simulate.sources.read_split_lists)
+COSMOS_SPLIT_FILES = (
+    [
+        str(Path(config["lens"]["source"].get("split_lists", "resources/cosmos")) / f)
+        for f in ("bad_galaxies.csv", "val_galaxies.csv")
+    ]
+    if USE_COSMOS
+    else []
+)
+# Every file a simulation reads: the PSF, the COSMOS split lists and the prepared COSMOS catalogue.
+SIMULATION_INPUTS = [*COSMOS_PREPARED, *psf_files(), *COSMOS_SPLIT_FILES]
 
 
 def shards_of(wildcards):
@@ -146,15 +221,33 @@ def merged(dataset):
     }
 
 
+# Shards of the single-shard rule (0-9 and the last incomplete ten of each dataset; the rest are simulate_shards').
+SINGLE_SHARD = single_regex({d: config["datasets"][d]["n_shards"] for d in DATASETS})
+
+
 def all_shards():
-    """Every shard: they are the data store the merged manifests point to, so a deleted one is regenerated
-    (Snakemake does not rerun a finished job for a missing input unless that input is itself a target).
+    """One shard of every simulation job: the shards are the data store the merged manifests point to, so a
+    deleted one must be regenerated (Snakemake does not rerun a finished job for a missing input unless that input
+    is itself a target), and a job whose target is any of its shards reruns when any of its outputs is missing.
+    One target per job rather than per shard keeps the DAG cheap (bench/dag.py).
     """
-    return [
-        f"results/sims/{d}/shard_{i}.zarr"
-        for d in DATASETS
-        for i in dataset_shards(config, d)
-    ]
+    targets = []
+    for d in DATASETS:
+        n = int(config["datasets"][d]["n_shards"])
+        blocks = range(1, block_count(n) + 1)
+        # the first shard of each ten-shard job, and every shard the ten-shard jobs hold
+        firsts = {SHARDS_PER_BLOCK * b for b in blocks}
+        inside = {
+            i
+            for b in blocks
+            for i in range(SHARDS_PER_BLOCK * b, SHARDS_PER_BLOCK * (b + 1))
+        }
+        targets += [
+            f"results/sims/{d}/shard_{i}.zarr"
+            for i in range(n)
+            if i in firsts or i not in inside
+        ]
+    return targets
 
 
 def all_targets():

@@ -62,7 +62,11 @@ rule train_flow:
         mem_mb=16000,
         runtime=1440,
     params:
-        flow=canonical(config["flow"]),
+        # what defines the trained flow: the sampling settings (n_samples, diagnostics_dataset) only change curves
+        # and posterior draws, so editing them does not retrain
+        flow=canonical(
+            {k: v for k, v in config["flow"].items() if k not in FLOW_SAMPLING_KEYS}
+        ),
         train=canonical(config["train"]),
         seed=config["seed"],
         checkpoint_dir="results/models/npe/checkpoints",

@@ -194,8 +194,78 @@ def test_cosmos_sources_add_the_cache_stage(workdir):
         c["lens"]["source"] = {"type": "cosmos", "catalog_dir": "cosmos_fixture", "split_lists": str(ROOT / "resources/cosmos"),
                                "center_x": {"uniform": [-0.1, 0.1]}, "center_y": {"uniform": [-0.1, 0.1]}}
 
-    planned = planned_rules(snakemake(workdir, "-n", configfile=_variant(workdir, "cosmos", edit)))
+    proc = snakemake(workdir, "-n", configfile=_variant(workdir, "cosmos", edit))
+    planned = planned_rules(proc)
     assert {"prepare_cosmos", "simulate_shard", "observe_mock"} <= planned and "download_cosmos" not in planned
+    # everything the cache is built from is its input: the catalogue folder and the galaxy split lists
+    (inputs,) = _jobs_of(proc, "prepare_cosmos", "input")
+    assert inputs.split(", ") == ["cosmos_fixture", *(str(ROOT / "resources/cosmos" / f)
+                                                      for f in ("bad_galaxies.csv", "val_galaxies.csv"))]
+
+
+# --- reruns that follow what changed the data (issue 21 item 5); dry runs on the module's up-to-date run, so
+# they come before the tests below that change its results ---------------------------------------------------------
+
+
+def _jobs_of(proc: subprocess.CompletedProcess, rule: str, field: str = "output") -> list[str]:
+    """The ``field`` line (output by default) of each planned job of ``rule`` in a dry run, sorted."""
+    pattern = rf"^(?:local)?rule (\w+):\n(?:[ \t]+(?!{field}:)\w+: .*\n)*[ \t]+{field}: (.*)$"
+    return sorted(m.group(2).strip() for m in re.finditer(pattern, proc.stdout + proc.stderr, re.M)
+                  if m.group(1) == rule)
+
+
+def test_growing_n_shards_only_adds_shards(workdir):
+    """n_shards is not in a shard's params (seeds depend on (seed, dataset, shard) only): one more shard is one
+    more job, the existing shards stay."""
+    cfg = _variant(workdir, "more_shards", lambda c: c["datasets"]["train"].update(n_shards=3))
+    proc = snakemake(workdir, "-n", configfile=cfg)
+    assert _jobs_of(proc, "simulate_shard") == ["results/sims/train/shard_2.zarr"]
+    assert {"merge", "mask", "train_nre"} <= planned_rules(proc)  # the dataset grew: its dependants rerun
+
+
+def test_n_samples_reruns_sampling_not_training(workdir):
+    """flow.n_samples sets how many posterior draws the NPE's curves and samples use: it reruns them (the NPE's
+    curves only), not the training."""
+    cfg = _variant(workdir, "samples", lambda c: c["flow"].update(n_samples=300))
+    proc = snakemake(workdir, "-n", configfile=cfg)
+    planned = planned_rules(proc)
+    assert {"curves", "posterior_samples", "infer_flow"} <= planned
+    assert not planned & {"train_flow", "train_nre", "simulate_shard", "merge", "mask"}
+    curves = _jobs_of(proc, "curves")
+    assert curves and all(c.startswith("results/curves/npe/") for c in curves)
+
+
+def _source_copy(dest: Path) -> Path:
+    """The workflow's source files (Snakefile, rules, scripts, library, schemas, envs, report) copied to dest."""
+    dest.mkdir(parents=True)
+    for name in ("Snakefile", "rules", "workflow", "src", "schemas", "envs", "report", "config", "resources"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dest / name)
+    return dest / "Snakefile"
+
+
+def test_library_edit_reruns_the_rules_that_import_it(workdir, tmp_path):
+    """The `code` trigger sees src/lensinfer: each script rule's params hold a hash of the lensinfer modules its
+    script imports, so editing lensinfer/calibrate.py reruns the rules that run it, and not the simulation."""
+    snakefile = _source_copy(tmp_path / "repo")
+    base = SNAKEMAKE + ["-s", str(snakefile), "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
+                        "-n"]
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(ROOT / ".numba_cache"), PYTHONPATH=str(tmp_path / "repo" / "src"))
+
+    def dry() -> subprocess.CompletedProcess:
+        proc = subprocess.run(base, capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    assert planned_rules(dry()) == set()  # the same code in another folder: nothing to do
+    module = tmp_path / "repo" / "src" / "lensinfer" / "calibrate.py"
+    module.write_text(module.read_text() + "\n# an edit\n")
+    planned = planned_rules(dry())
+    assert {"calibrate", "infer", "infer_cdm"} <= planned
+    assert not planned & {"simulate_shard", "merge", "mask", "train_nre", "train_flow", "observe_mock"}
 
 
 def test_local_fits_folder_runs_fetch_free(workdir):
@@ -319,3 +389,74 @@ def test_misspecification_check_and_exclude_flagged(workdir):
         assert summary["combined_lenses"] == [kept] and sorted(summary["excluded_lenses"]) == sorted(set(ratios) - {kept})
         assert summary["combined_threshold_set_size"] == 1
         assert summary["per_lens"][kept]["misspecification"]["flagged"] is False
+
+
+def _single_shard_dir(tmp_path: Path) -> Path:
+    """A work folder holding the tiny config, for tests that run single shards (not the module's whole run)."""
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    shutil.copy(ROOT / "config" / "test.yaml", wd / "config.yaml")
+    return wd
+
+
+def test_psf_file_is_an_input_of_the_simulation(tmp_path):
+    """A pixel PSF file is declared as input: replacing it reruns the shards that were rendered with it."""
+    workdir = _single_shard_dir(tmp_path)
+    shutil.copy(ROOT / "resources/psf/f814w_emp_psf_17.fits", workdir / "psf.fits")
+
+    def edit(c):
+        c["instrument"]["psf"] = {"type": "pixel", "path": "psf.fits", "index": 0, "supersampling": 4}
+
+    cfg = _variant(workdir, "pixel_psf", edit)
+    target = "results/sims/val/shard_0.zarr"
+    snakemake(workdir, "--cores", "1", target, configfile=cfg)
+    assert planned_rules(snakemake(workdir, "-n", target, configfile=cfg)) == set()
+    from astropy.io import fits
+
+    with fits.open(workdir / "psf.fits") as hdul:  # a new PSF (Snakemake compares content, not only the time)
+        hdul[0].data = hdul[0].data * 1.01
+        hdul.writeto(workdir / "psf_new.fits")
+    os.replace(workdir / "psf_new.fits", workdir / "psf.fits")
+    assert _jobs_of(snakemake(workdir, "-n", target, configfile=cfg), "simulate_shard") == [target]
+
+
+def test_cosmos_download_settings_and_split_lists(tmp_path):
+    """COSMOS sources fetched by download_cosmos: a mirror URL change or an added (matching) checksum reruns nothing;
+    a checksum that contradicts the downloaded archive's is refused with the key's name; a rerun of download_cosmos
+    keeps the verified catalogue (no fetch: the URL does not resolve); the split lists are inputs."""
+    from .cosmos_fixture import make_cosmos_fixture
+
+    workdir = _single_shard_dir(tmp_path)
+    catalog = make_cosmos_fixture(workdir / "cosmos_dl")
+    record = {"url": "https://example.invalid/a/COSMOS_23.5_training_sample.tar.gz", "sha256": "ab" * 32,
+              "image_files": 1, "hdus": 3}
+    (catalog / "lensinfer_verified.json").write_text(json.dumps(record))  # as left by an earlier download
+    shutil.copytree(ROOT / "resources/cosmos", workdir / "cosmos_lists", dirs_exist_ok=True)
+
+    def variant(name, **download):
+        def edit(c):
+            c["lens"]["source"] = {"type": "cosmos", "catalog_dir": "cosmos_dl", "split_lists": "cosmos_lists",
+                                   "center_x": {"uniform": [-0.1, 0.1]}, "center_y": {"uniform": [-0.1, 0.1]},
+                                   "download": {"url": record["url"], **download}}
+        return _variant(workdir, name, edit)
+
+    target = "results/sims/train/shard_0.zarr"
+    first = variant("dl_a")
+    snakemake(workdir, "--cores", "1", target, configfile=first)
+    assert planned_rules(snakemake(workdir, "-n", target, configfile=first)) == set()
+    mirror = variant("dl_b", url="https://example.invalid/mirror/COSMOS_23.5_training_sample.tar.gz")
+    assert planned_rules(snakemake(workdir, "-n", target, configfile=mirror)) == set()
+    checked = variant("dl_c", sha256=record["sha256"])
+    assert planned_rules(snakemake(workdir, "-n", target, configfile=checked)) == set()
+    wrong = snakemake(workdir, "-n", target, configfile=variant("dl_d", sha256="cd" * 32), check=False)
+    assert wrong.returncode != 0 and "lens.source.download.sha256" in wrong.stdout + wrong.stderr
+    # a rerun of download_cosmos: the verified folder and its record stay, nothing is fetched
+    snakemake(workdir, "--cores", "1", "--forcerun", "download_cosmos", "--until", "download_cosmos",
+              "results/cosmos/download.json", configfile=first)
+    assert json.loads((catalog / "lensinfer_verified.json").read_text()) == record
+    assert json.loads((workdir / "results/cosmos/download.json").read_text()) == record
+    # the galaxy split lists are read by prepare_cosmos and the shards: an edit reruns them
+    with open(workdir / "cosmos_lists" / "val_galaxies.csv", "a") as fh:  # an edit (a blank row changes no split)
+        fh.write("\n")
+    planned = planned_rules(snakemake(workdir, "-n", target, configfile=first))
+    assert {"prepare_cosmos", "simulate_shard"} <= planned and "download_cosmos" not in planned

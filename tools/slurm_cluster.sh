@@ -32,7 +32,7 @@
 #   LENSINFER_SLURM_ACCOUNT    account created in slurmdbd (default lensinfer)
 #   LENSINFER_SLURM_PORT       first of 4 consecutive loopback TCP ports: slurmctld, slurmd,
 #                              slurmdbd, mariadb (default 6817)
-#   LENSINFER_SLURM_CPUS       node CPUs (default nproc)
+#   LENSINFER_SLURM_CPUS       node CPUs (default nproc; more than nproc is allowed: config_overrides)
 #   LENSINFER_SLURM_MEM_MB     node RealMemory (default 90 % of MemTotal; must not exceed what
 #                              slurmd detects or the node is drained)
 #   LENSINFER_SLURM_TIMEOUT    seconds allowed for each daemon to come up (default 60; stopping
@@ -232,6 +232,7 @@ InactiveLimit=0
 KillWait=5
 Waittime=0
 MessageTimeout=10
+SlurmdParameters=config_overrides
 NodeName=${NODE} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem} Gres=gpu:1 State=UNKNOWN
 PartitionName=${PARTITION} Nodes=${NODE} Default=YES MaxTime=INFINITE State=UP
 EOF

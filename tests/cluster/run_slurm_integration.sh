@@ -5,7 +5,8 @@
 #  2. copies the repository to a temp dir and runs there
 #       snakemake --profile profiles/slurm --configfile config/test.yaml
 #     with only the local cluster's specifics overridden on the command line: its partition,
-#     its CPU count (--cores), fast status polling, no retries
+#     fast status polling, no retries, and no conda (`--sdm env-modules`: conda is not installed
+#     here). The profile's own `cores` (8) applies: the node advertises at least 8 CPUs
 #  3. asserts the workflow is complete: `snakemake -n` has nothing to do, and every output
 #     listed by `snakemake --summary` exists
 #  4. asserts through sacct that every SLURM job of the run COMPLETED, that the job of rule
@@ -88,6 +89,14 @@ trap 'exit 130' INT TERM
 [[ $(id -u) -eq 0 ]] || fail "needs root (it starts slurm daemons)"
 [[ -f $REPO/Snakefile || -f $REPO/workflow/Snakefile ]] || fail "no Snakefile in $REPO"
 [[ -f $REPO/$CONFIGFILE ]] || fail "no $CONFIGFILE in $REPO"
+# The profile's `cores` (8) sizes the grouped simulation jobs (up to 8 CPUs each). The run uses the profile as a
+# user would, without --cores, so the local node advertises at least that many CPUs (slurm.conf CPUs=, with
+# SlurmdParameters=config_overrides on a machine that has fewer; the tiny config's jobs are light).
+PROFILE_CORES=$("$PYTHON" -c 'import sys, yaml; print(int(yaml.safe_load(open(sys.argv[1]))["cores"]))' \
+  "$REPO/$PROFILE_REL/config.v8+.yaml") || fail "could not read cores from the profile"
+if [[ -z ${LENSINFER_SLURM_CPUS:-} ]] && (($(nproc) < PROFILE_CORES)); then
+  export LENSINFER_SLURM_CPUS=$PROFILE_CORES
+fi
 t=$SECONDS
 timeout 1200 "${CLUSTER[@]}" install
 say "install: $((SECONDS - t)) s"
@@ -133,7 +142,8 @@ SM_ARGS=(
   --profile "$PROFILE_REL"
   --configfile "$CONFIGFILE"
   --default-resources "${DEFAULT_RES[@]}"
-  --cores "$NODE_CPUS"                          # the local node's CPUs bound threads and groups
+  # no --cores: the profile's cores (8) bound threads and group jobs, as for a user (the node advertises them)
+  --sdm env-modules                             # no conda here: the profile's documented opt-out of its conda envs
   --retries 0                                   # a failure here is a bug: fail fast
   --latency-wait 10
   --slurm-init-seconds-before-status-checks 2   # poll soon: jobs here take seconds

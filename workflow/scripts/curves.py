@@ -17,6 +17,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
         snakemake.output[0],  # noqa: F821
     )
     if snakemake.wildcards.est == "npe":  # noqa: F821
-        npe.dataset_curves(*args, seed=snakemake.params.seed, gamma_prior=snakemake.params.gamma_prior)  # noqa: F821
+        p = snakemake.params  # noqa: F821
+        npe.dataset_curves(*args, seed=p.seed, gamma_prior=p.gamma_prior, n_samples=int(p.n_samples))
     else:
         infer.dataset_curves(*args)

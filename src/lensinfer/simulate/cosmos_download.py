@@ -4,7 +4,8 @@ The archive (``COSMOS_23.5_training_sample.tar.gz``, several GB) is streamed to 
 exponential backoff on HTTP 5xx, connection errors and timeouts, checked against a sha256 when the config gives
 one, unpacked into a temporary folder, verified (the catalog files exist and every FITS file reads), and only then
 renamed to its final place with a ``lensinfer_verified.json`` record — a truncated or corrupt download never looks
-like a catalog. A folder that already carries a matching record is not downloaded again.
+like a catalog. A folder that already carries a record is not downloaded again (from any URL), unless a given
+sha256 differs from the recorded one.
 """
 
 from __future__ import annotations
@@ -95,9 +96,9 @@ def download_cosmos(url: str, dest: str | Path, *, sha256: str | None = None, re
     """Fetch, verify and unpack the COSMOS archive at ``url`` into ``dest``; returns ``dest/lensinfer_verified.json``."""
     dest = Path(dest)
     record_path = dest / VERIFIED_NAME
-    if record_path.exists():
+    if record_path.exists():  # a verified catalogue is kept, whichever mirror it came from
         record = json.loads(record_path.read_text())
-        if record.get("url") == url and (sha256 is None or record.get("sha256") == sha256):
+        if sha256 is None or record.get("sha256") == sha256:
             return record_path
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=dest.name + ".partial-") as tmp:
