@@ -21,6 +21,12 @@ rule curves:
         grid=canonical(config["inference"]["grid"]),
         seed=config["seed"],
         gamma_prior=GAMMA_PRIOR,
+        # NPE: the same number of posterior samples as the observed curves (thresholds must transfer)
+        n_samples=lambda wildcards: (
+            config["flow"]["n_samples"] if wildcards.est == "npe" else None
+        ),
+        # the torch device (lensinfer.device.select_device): auto uses the granted GPU or fails
+        device=config["train"]["device"],
     script:
         "../workflow/scripts/curves.py"
 

@@ -21,6 +21,8 @@ rule posterior_samples:
     params:
         n_samples=config["flow"]["n_samples"],
         seed=config["seed"],
+        # the torch device (lensinfer.device.select_device): auto uses the granted GPU or fails
+        device=config["train"]["device"],
     script:
         "../workflow/scripts/posterior_samples.py"
 
