@@ -19,6 +19,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(".numba_cache").resolve()))
 from lensinfer.config import (
     ConfigError,
     check_config,
+    consumed_datasets,
     dataset_shards,
     observation_lenses,
 )  # noqa: E402
@@ -151,7 +152,7 @@ def all_shards():
     """
     return [
         f"results/sims/{d}/shard_{i}.zarr"
-        for d in DATASETS
+        for d in consumed_datasets(config)  # a dataset no stage reads is not simulated
         for i in dataset_shards(config, d)
     ]
 

@@ -62,3 +62,34 @@ def test_loader_workers_fit_the_jobs_threads():
     assert loader_workers({"num_workers": 8}, 2) == 1  # Snakemake granted fewer cores than the rule asked
     assert loader_workers({"num_workers": 0}, 2) == 0
     assert loader_workers({}, 1) == 0
+
+
+@pytest.mark.slow
+def test_gpu_rule_fails_clearly_when_the_granted_gpu_is_invisible(tmp_path, root):
+    """Through the user's command: a GPU rule (train_nre) of the tiny config with ``train.device: auto``, run as a
+    scheduler would with a GPU granted (CUDA_VISIBLE_DEVICES=0) on this CPU-only torch, fails with the message in its
+    log and leaves no model; the same run with ``train.device: cpu`` (the config's explicit choice) trains."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a usable GPU: nothing to refuse")
+    cfg = yaml.safe_load((root / "config" / "test.yaml").read_text())
+    cfg["train"]["device"] = "auto"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(root / ".numba_cache"), CUDA_VISIBLE_DEVICES="0")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", "results/models/nre/model.pt"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode != 0
+    log = (tmp_path / "logs" / "train" / "nre.log").read_text()
+    assert "GPUUnavailableError" in log and "CUDA_VISIBLE_DEVICES=0" in log and "sees no CUDA device" in log
+    assert not (tmp_path / "results" / "models" / "nre" / "model.pt").exists()
+    cfg["train"]["device"] = "cpu"
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "results" / "models" / "nre" / "model.pt").exists()

@@ -172,10 +172,15 @@ def image_channels(image_shape: Sequence[int]) -> int:
     raise ValueError(f"an image is (H, W) or (C, H, W); got shape {tuple(image_shape)}")
 
 
-def directory_sha256(path: str | Path, exclude: Sequence[str] = (INTEGRITY_FILE,)) -> str:
+#: top-level files of a store that are not its content: its creation digest, and the marker Snakemake writes into
+#: every directory output after the job
+NOT_CONTENT = (INTEGRITY_FILE, ".snakemake_timestamp")
+
+
+def directory_sha256(path: str | Path, exclude: Sequence[str] = NOT_CONTENT) -> str:
     """sha256 over the relative names and bytes of every file below ``path`` (sorted, read in 1 MiB blocks: memory
     does not grow with the store): a content checksum. Top-level files named in ``exclude`` are skipped (by default
-    the shard's own ``integrity.json``, which holds this digest)."""
+    :data:`NOT_CONTENT`: the shard's own ``integrity.json``, which holds this digest, and Snakemake's timestamp)."""
     root = Path(path)
     digest = hashlib.sha256()
     skip = {root / name for name in exclude}
