@@ -10,7 +10,22 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["logged"]
+__all__ = ["logged", "peak_rss_mb"]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MB: ``VmHWM`` of /proc/self/status on Linux.
+
+    Not ``getrusage(RUSAGE_SELF).ru_maxrss``: Linux carries the high-water mark from before ``exec`` into it, so a
+    script started by Snakemake (fork + exec of a ~200 MB parent) would report at least its parent's RSS.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB elsewhere on Unix
 
 
 @contextlib.contextmanager
@@ -40,7 +55,7 @@ def logged(log_path: str | Path | None) -> Iterator[logging.Logger]:
                 logger.exception("failed")
                 raise
             finally:
-                peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+                peak_mb = peak_rss_mb()
                 logger.info("wall time %.2f s, peak RSS %.0f MB", time.perf_counter() - start, peak_mb)
                 root.removeHandler(handler)
                 sys.stderr.flush()

@@ -300,7 +300,7 @@ class TableWriter:
     """
 
     #: rows per stored chunk
-    CHUNK = 1 << 16
+    CHUNK = 4096
 
     def __init__(self, path: str | Path, n: int, columns: Sequence[str], attrs: Mapping[str, Any] | None = None) -> None:
         self.path = Path(path)
