@@ -1,4 +1,4 @@
-# Stage 6b (NPE): posterior samples of held-out simulations, their coverage diagnostics (TARP, SBC, R², bias…),
+# Stage 6b (NPE): posterior samples of simulations (flow.diagnostics_dataset), their coverage diagnostics (TARP, SBC, R², bias…),
 # and derived quantities (image positions, time delays) of the observed lenses when the config has a point source.
 
 
