@@ -80,3 +80,14 @@ def test_npe_curves_sample_as_many_as_the_observed_curves_and_gpu_rules_get_the_
     assert curves.n_samples(type("W", (), {"est": "npe"})) == 321
     assert curves.n_samples(type("W", (), {"est": "nre"})) is None
     assert curves.device == rules["posterior_samples"].params.device == "cpu"  # config/test.yaml's train.device
+
+
+def test_paper_cosmos_download_checksum_is_pinned_or_the_decision_documented(root):
+    """config/paper.yaml: the spec gives no checksum of the COSMOS archive; without one the file says so and how to
+    pin the sha256 that ``download_cosmos`` records (lensinfer_verified.json, tested in test_cosmos.py)."""
+    text = (root / "config" / "paper.yaml").read_text()
+    download = load_config(root / "config" / "paper.yaml")["lens"]["source"]["download"]
+    if "sha256" in download:
+        assert re.fullmatch(r"[0-9a-f]{64}", download["sha256"])
+    else:
+        assert "No download.sha256, on purpose" in text and "lensinfer_verified.json" in text
