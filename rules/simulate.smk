@@ -1,6 +1,7 @@
 # Stage 1: simulate lens images in shards (one zarr store per shard, seeds derived from (seed, dataset, shard)).
 # The paper config has ~5000 shard jobs, so this rule is kept cheap for the DAG builder (bench/dag.py): a static
 # input list, no benchmark file (each shard's log ends with its wall time and peak memory instead).
+from lensinfer.resources import simulate_shard_runtime_min
 
 
 rule simulate_shard:
@@ -15,7 +16,9 @@ rule simulate_shard:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=240,
+        # minutes from the measured cost per image and subhalo (bench/simulate.py) × 4 + 5: paper training shard 14
+        # (was 240, ~100× its 2.2 min of rendering); lensinfer.resources.simulate_shard_runtime_min
+        runtime=lambda wildcards: simulate_shard_runtime_min(config, wildcards.dataset),
     params:
         sim=simulation_params,
     script:

@@ -137,7 +137,7 @@ def compute_stats(manifest: Manifest, params: Any, columns: Sequence[str], *, pi
 
 
 def merge_dataset(dataset: str, shard_paths: Sequence[str | Path], out_dir: str | Path, *, pixel_scale: float,
-                  radius_theta_e: float | None, block: int = 1024) -> dict[str, Any]:
+                  radius_theta_e: float | None, block: int = 256) -> dict[str, Any]:
     """Write ``manifest.json``, ``table.zarr`` and ``stats.json`` of a dataset into ``out_dir``.
 
     Every shard is first verified against the digest recorded when it was written
