@@ -27,9 +27,9 @@ a run's high-water mark varies by ~10 MB between identical runs), their ratio, a
 JSON object with ``max_peak_ratio_10x`` (the goal is ≤ 1.3) and the per-stage figures. The models are untrained
 (weights do not change memory); the images are tiny so that anything held per image would dominate the peak.
 
-``--num-pix 100 --paper-models`` measures at the paper's image size with the paper config's networks (ResNet-50
-NRE and NPE embedding, 5-transform NSF) and ``--n-samples 5000``: the peaks the workflow's ``resources: mem_mb``
-are set from. ``--quick``: N = 300 (smoke test).
+``--num-pix 100 --paper-models --n-samples 5000`` measures at the paper's image size with the paper config's networks
+(ResNet-50 NRE and NPE embedding, 5-transform NSF on γ alone) and sample count: the peaks the workflow's
+``resources: mem_mb`` are set from (``--single``: at N only, since the peaks do not grow with N). ``--quick``: N = 300 (smoke test).
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ PAPER_NRE = {"depth": "50", "width": 64, "head_hidden": 512, "dropout": 0.0}
 PAPER_FLOW = {"type": "nsf", "transforms": 5, "hidden_features": [256, 256], "bins": 8, "passes": 2,
               "context_features": 128, "embedding": {"depth": "50", "width": 64, "dropout": 0.0}}
 TARGETS = ["gamma_pop", "lens_e1"]
+PAPER_TARGETS = ["gamma_pop"]  # config/paper.yaml flow.targets: γ curves evaluated exactly on the grid
 
 
 def build_shards(root: Path, n: int, num_pix: int, shard_size: int, chunk: int, seed: int = 0) -> list[Path]:
@@ -107,10 +108,11 @@ def save_models(root: Path, paper: bool) -> None:
     nre = build_ratio_estimator(dict(nre_cfg))
     torch.save({"kind": "nre", "model_cfg": dict(nre_cfg), "model": nre.state_dict(), "in_channels": 1,
                 "whitening": w.to_dict()}, root / "nre.pt")
-    flow_cfg = dict(PAPER_FLOW if paper else SMALL_FLOW, targets=TARGETS)
-    wf = load_whitening(merged / "stats.json", TARGETS)
-    flow = build_flow_posterior(flow_cfg, len(TARGETS), 1, wf.zero_level)
-    torch.save({"kind": "npe", "flow_cfg": flow_cfg, "targets": TARGETS, "model": flow.state_dict(), "in_channels": 1,
+    targets = PAPER_TARGETS if paper else TARGETS
+    flow_cfg = dict(PAPER_FLOW if paper else SMALL_FLOW, targets=targets)
+    wf = load_whitening(merged / "stats.json", targets)
+    flow = build_flow_posterior(flow_cfg, len(targets), 1, wf.zero_level)
+    torch.save({"kind": "npe", "flow_cfg": flow_cfg, "targets": targets, "model": flow.state_dict(), "in_channels": 1,
                 "whitening": wf.to_dict()}, root / "npe.pt")
 
 

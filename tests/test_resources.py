@@ -59,3 +59,18 @@ def test_the_dry_run_requests_these_runtimes(tmp_path):
     assert jobs
     for dataset, runtime in jobs:
         assert int(runtime) == simulate_shard_runtime_min(cfg, dataset)
+
+
+def test_training_asks_a_thread_per_loader_worker(tmp_path):
+    """train.num_workers loader processes + the main process: the training rules ask 1 + num_workers threads
+    (lensinfer.train.loader_workers caps the workers to what the job was granted)."""
+    cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+    cfg["train"]["num_workers"] = 3
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(tmp_path / "config.yaml"), "-n", "--cores", "8", "results/models/nre/model.pt"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, NUMBA_CACHE_DIR=str(ROOT / ".numba_cache")))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    block = re.search(r"rule train_nre:(.*?)\n\n", proc.stdout + proc.stderr, re.S).group(1)
+    assert re.search(r"threads: 4\b", block), block
