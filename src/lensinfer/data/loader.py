@@ -365,7 +365,11 @@ class MergedDataset:
     def column(self, name: str) -> np.ndarray:
         """One parameter column (N,), read from the table on first use (the whole (N, K) table is never loaded)."""
         if name not in self._column_cache:
-            self._column_cache[name] = self._table.get_orthogonal_selection((slice(None), self.columns.index(name)))
+            j, rows = self.columns.index(name), self._table.chunks[0]
+            out = np.empty(self._table.shape[0], self._table.dtype)
+            for i in range(0, len(out), rows):  # chunk by chunk: zarr decodes all chunks of one read at once
+                out[i:i + rows] = self._table[i:i + rows, j]
+            self._column_cache[name] = out
         return self._column_cache[name]
 
     def shard_attrs(self) -> list[dict[str, Any]]:
