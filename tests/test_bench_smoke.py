@@ -55,3 +55,12 @@ def test_bench_train_step_quick():
     for kind in ("npe", "nre"):
         assert out[f"ms_per_step_{kind}_defaults"] > 0 and out[f"ms_per_step_{kind}_lensinfer"] > 0
         assert out[f"loss_diff_{kind}"] < 1e-4  # the same step both ways: equal weights, batch and loss
+
+
+@pytest.mark.slow
+def test_bench_memory_quick():
+    out = _run("memory.py")
+    stages = ("merge", "verify", "mask", "curves_nre", "curves_npe", "posterior_samples", "calibrate")
+    for stage in stages:
+        assert out[f"{stage}_peak_mb"] > 0 and out[f"{stage}_peak_mb_10x"] > 0, stage
+    assert out["max_peak_ratio_10x"] == max(out[f"{s}_peak_ratio_10x"] for s in stages)
