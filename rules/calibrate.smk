@@ -15,7 +15,10 @@ rule curves:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=8000,
+        # host peak 0.9 GB on the CPU with the paper's ResNet-50 / NSF at 100×100 (bench/memory.py --num-pix 100
+        # --paper-models --single --n 500), flat in N (bench/memory.py); + the CUDA runtime's host memory on a GPU
+        # node (not measurable here)
+        mem_mb=4000,
         runtime=120,
     params:
         grid=canonical(config["inference"]["grid"]),
@@ -45,7 +48,9 @@ rule calibrate:
         "../envs/train.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        # peak 411 MB (bench/memory.py --num-pix 100 --paper-models --single --n 500; curves read as memory maps,
+        # flat in N): ×3
+        mem_mb=1250,
         runtime=60,
     params:
         calibrate=canonical(config["calibrate"]),

@@ -16,7 +16,9 @@ rule posterior_samples:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=8000,
+        # host peak 0.86 GB on the CPU with the paper's NSF, 5 000 samples per image (bench/memory.py --num-pix 100
+        # --paper-models --n-samples 5000 --single --n 500), flat in N; + the CUDA runtime's host memory on a GPU node
+        mem_mb=4000,
         runtime=120,
     params:
         n_samples=config["flow"]["n_samples"],
