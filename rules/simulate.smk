@@ -16,8 +16,8 @@ rule simulate_shard:
     threads: 1
     resources:
         mem_mb=2000,
-        # minutes from the measured cost per image and subhalo (bench/simulate.py) × 4 + 5: paper training shard 14
-        # (was 240, ~100× its 2.2 min of rendering); lensinfer.resources.simulate_shard_runtime_min
+        # minutes from the measured cost per image and subhalo (bench/simulate.py) × 6 + 5: paper training shard 19
+        # (was 240; measured ≈ 8 with line-of-sight halos); lensinfer.resources.simulate_shard_runtime_min
         runtime=lambda wildcards: simulate_shard_runtime_min(config, wildcards.dataset),
     params:
         sim=simulation_params,
