@@ -8,29 +8,44 @@ shard of ``n`` images (first: includes imports and the compile warm-up), then on
 shard's CPU time per image is the steady cost (``cpu_s_per_image``). Usage:
 ``python bench/simulate_paper_shard.py N DATASET`` (e.g. ``4 train``). Last line: one JSON object.
 """
-import time, sys, json, tempfile
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
 from pathlib import Path
+
+import torch
 import yaml
 from snakemake.utils import validate
+
 from lensinfer.simulate.shard import simulate_shard
-import torch
-torch.set_num_threads(1)
-cfg = yaml.safe_load(Path("config/paper.yaml").read_text())
-src = cfg["lens"]["source"]
-cfg["lens"]["source"] = {"type": "sersic", "magnitude": {"uniform": [21.0, 23.0]}, "R_sersic": {"uniform": [0.1, 0.4]},
-                         "n_sersic": {"uniform": [0.8, 2.0]}, "e1": {"uniform": [-0.2, 0.2]}, "e2": {"uniform": [-0.2, 0.2]},
-                         "center_x": src["center_x"], "center_y": src["center_y"]}
-validate(cfg, "schemas/config.schema.yaml")
-n = int(sys.argv[1]); ds = sys.argv[2]
-cfg["datasets"][ds]["shard_size"] = n
-out = Path(tempfile.mkdtemp()) / "s.zarr"
-t0 = time.perf_counter(); c0 = time.process_time()
-simulate_shard(cfg, ds, 0, out, progress=False)
-wall = time.perf_counter() - t0; cpu = time.process_time() - c0
-cfg["datasets"][ds]["shard_size"] = 2 * n
-out2 = out.with_name("s2.zarr")
-t1 = time.perf_counter(); c1 = time.process_time()
-simulate_shard(cfg, ds, 1, out2, progress=False)
-wall2 = time.perf_counter() - t1; cpu2 = time.process_time() - c1
-print(json.dumps({"dataset": ds, "n": n, "wall_s": wall, "cpu_s": cpu, "n2": 2 * n, "wall2_s": wall2, "cpu2_s": cpu2,
-                  "cpu_s_per_image": cpu2 / (2 * n), "warmup_cpu_s": cpu}))
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    n, ds = int(sys.argv[1]), sys.argv[2]
+    cfg = yaml.safe_load((ROOT / "config" / "paper.yaml").read_text())
+    src = cfg["lens"]["source"]
+    cfg["lens"]["source"] = {"type": "sersic", "magnitude": {"uniform": [21.0, 23.0]},
+                             "R_sersic": {"uniform": [0.1, 0.4]}, "n_sersic": {"uniform": [0.8, 2.0]},
+                             "e1": {"uniform": [-0.2, 0.2]}, "e2": {"uniform": [-0.2, 0.2]},
+                             "center_x": src["center_x"], "center_y": src["center_y"]}
+    validate(cfg, str(ROOT / "schemas" / "config.schema.yaml"))
+    out = Path(tempfile.mkdtemp(prefix="bench_paper_shard_"))
+    times = []
+    for shard, size in ((0, n), (1, 2 * n)):
+        cfg["datasets"][ds]["shard_size"] = size
+        t0, c0 = time.perf_counter(), time.process_time()
+        simulate_shard(cfg, ds, shard, out / f"s{shard}.zarr", progress=False)
+        times.append((time.perf_counter() - t0, time.process_time() - c0))
+    print(json.dumps({"dataset": ds, "n": n, "wall_s": times[0][0], "warmup_cpu_s": times[0][1], "n2": 2 * n,
+                      "wall2_s": times[1][0], "cpu2_s": times[1][1], "cpu_s_per_image": times[1][1] / (2 * n)}))
+
+
+if __name__ == "__main__":
+    main()
