@@ -20,7 +20,9 @@ resident set size, the kernel's high-water mark ``VmHWM``):
 * ``baseline_data``    ``import lensinfer.data.merge`` and nothing else (the floor of the data stages)
 * ``baseline_torch``   ``import torch, lensinfer.infer, lensinfer.npe, lensinfer.calibrate`` (the other stages' floor)
 
-Each child imports only what its stage's workflow script imports, so a peak is not diluted by an unused floor.
+Each child imports only what its stage's workflow script imports, so a peak is not diluted by an unused floor, and
+fixes glibc's mmap threshold as every workflow job does (``lensinfer.workflow.logged``); ``--glibc-default`` leaves
+glibc's dynamic threshold, whose heap fragmentation adds ~20 MB that grows with the number of blocks processed.
 
 Per stage it prints the peak at N and 10 N (MB; the median of ``--repeat`` runs for stages of up to a minute, since
 a run's high-water mark varies by ~10 MB between identical runs), their ratio, and ``growth_mb`` (10 N − N). The last line is one
@@ -123,8 +125,11 @@ def run_stage(stage: str, root: Path, args: argparse.Namespace) -> dict:
     """One stage in this process (called in the child); returns its peak RSS. The child imports what the
     workflow's script of that stage imports (numpy/zarr for the data stages, torch for the others), so the peak is
     not diluted by an unused import floor; ``baseline_data`` / ``baseline_torch`` measure those floors."""
+    from lensinfer.workflow import fix_mmap_threshold, peak_rss_mb
+
+    if not args.glibc_default:
+        fix_mmap_threshold()  # as every workflow job does (lensinfer.workflow.logged)
     from lensinfer.data import merge, store
-    from lensinfer.workflow import peak_rss_mb
 
     if stage not in DATA_STAGES:
         import torch
@@ -176,7 +181,7 @@ def measure(stage: str, root: Path, args: argparse.Namespace) -> dict:
 def _measure_once(stage: str, root: Path, args: argparse.Namespace) -> dict:
     """Run ``stage`` in a fresh interpreter and return its report (last stdout line)."""
     cmd = [sys.executable, __file__, "--stage", stage, "--root", str(root), "--chunk", str(args.chunk),
-           "--n-samples", str(args.n_samples)]
+           "--n-samples", str(args.n_samples)] + (["--glibc-default"] if args.glibc_default else [])
     env = dict(os.environ)
     env.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))  # compile once
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -198,6 +203,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per stage and size; the median peak is reported")
     ap.add_argument("--repeat-below", type=float, default=60.0,
                     help="repeat only stages whose first run took at most this many seconds")
+    ap.add_argument("--glibc-default", action="store_true", help="keep glibc's dynamic mmap threshold in the stages")
     ap.add_argument("--quick", action="store_true", help="N = 300 (smoke test)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep the datasets here (default: a temp dir)")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
@@ -236,6 +242,7 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     out: dict = {"n": args.n, "num_pix": args.num_pix, "n_columns": N_COLUMNS, "shard_size": args.shard_size,
                  "chunk_images": args.chunk, "n_samples": args.n_samples, "paper_models": args.paper_models,
+                 "glibc_default": args.glibc_default,
                  "python": platform.python_version()}
     ratios = {}
     for stage, by_n in results.items():
