@@ -15,7 +15,10 @@ rule curves:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=8000,
+        # host peak 0.9 GB on the CPU with the paper's ResNet-50 / NSF at 100×100 (bench/memory.py --num-pix 100
+        # --paper-models --single --n 500), flat in N (bench/memory.py); + the CUDA runtime's host memory on a GPU
+        # node (not measurable here)
+        mem_mb=4000,
         runtime=120,
     params:
         grid=canonical(config["inference"]["grid"]),
@@ -23,6 +26,8 @@ rule curves:
         gamma_prior=GAMMA_PRIOR,
         # posterior draws per image for the NPE's γ marginal (flow.n_samples, as for the observed lenses); none for the NRE
         n_samples=lambda w: config["flow"]["n_samples"] if w.est == "npe" else None,
+        # the torch device (lensinfer.device.select_device): auto uses the granted GPU or fails
+        device=config["train"]["device"],
     script:
         "../workflow/scripts/curves.py"
 
@@ -41,7 +46,9 @@ rule calibrate:
         "../envs/train.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        # peak 411 MB (bench/memory.py --num-pix 100 --paper-models --single --n 500; curves read as memory maps,
+        # flat in N): ×3
+        mem_mb=1250,
         runtime=60,
     params:
         # thresholds also for the number of observed lenses (calibrate.set_sizes filled from the observation list)

@@ -19,6 +19,7 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(".numba_cache").resolve()))
 from lensinfer.config import (
     ConfigError,
     check_config,
+    consumed_datasets,
     dataset_shards,
     expand_cdm_sweep,
     observation_lenses,
@@ -232,7 +233,7 @@ def all_shards():
     One target per job rather than per shard keeps the DAG cheap (bench/dag.py).
     """
     targets = []
-    for d in DATASETS:
+    for d in consumed_datasets(config):  # a dataset no stage reads is not simulated
         n = int(config["datasets"][d]["n_shards"])
         blocks = range(1, block_count(n) + 1)
         # the first shard of each ten-shard job, and every shard the ten-shard jobs hold

@@ -1,4 +1,4 @@
-# Stage 6b (NPE): posterior samples of held-out simulations, their coverage diagnostics (TARP, SBC, R², bias…),
+# Stage 6b (NPE): posterior samples of simulations (flow.diagnostics_dataset), their coverage diagnostics (TARP, SBC, R², bias…),
 # and derived quantities (image positions, time delays) of the observed lenses when the config has a point source.
 
 
@@ -16,11 +16,15 @@ rule posterior_samples:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=8000,
+        # host peak 0.86 GB on the CPU with the paper's NSF, 5 000 samples per image (bench/memory.py --num-pix 100
+        # --paper-models --n-samples 5000 --single --n 500), flat in N; + the CUDA runtime's host memory on a GPU node
+        mem_mb=4000,
         runtime=120,
     params:
         n_samples=config["flow"]["n_samples"],
         seed=config["seed"],
+        # the torch device (lensinfer.device.select_device): auto uses the granted GPU or fails
+        device=config["train"]["device"],
     script:
         "../workflow/scripts/posterior_samples.py"
 

@@ -13,7 +13,9 @@ rule mask:
         "../envs/simulate.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        # peak 78 MB at the paper's 100×100 in chunks of 250 (bench/memory.py --num-pix 100 --paper-models --single
+        # --n 500 --chunk 250) and flat in N (bench/memory.py): ×3
+        mem_mb=250,
         runtime=30,
     params:
         pixel_scale=config["instrument"]["pixel_scale"],

@@ -14,7 +14,9 @@ rule merge:
         "../envs/simulate.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        # peak 144 MB at the paper's 100×100 (bench/memory.py --num-pix 100 --paper-models --single --n 500) and flat
+        # in N (bench/memory.py: 10 N / N peak ratio ≤ 1.3): ×3
+        mem_mb=450,
         runtime=60,
     params:
         pixel_scale=config["instrument"]["pixel_scale"],

@@ -169,7 +169,7 @@ rule plot_estimator_comparison:
         "../workflow/scripts/plot.py"
 
 
-# NPE diagnostics on held-out simulations drawn from the prior (flow.diagnostics_dataset).
+# NPE diagnostics on simulations drawn from the prior (flow.diagnostics_dataset; default: the validation set).
 
 
 rule plot_npe_samples:

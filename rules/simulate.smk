@@ -8,9 +8,7 @@
 # the DAG builder: static inputs, no benchmark file (each log ends with its wall time and peak memory instead).
 
 
-# Minutes one shard may take on one thread: ~9x the paper shard's measured cost (1000 images 100x100 with ~1500
-# subhalos on average: ~0.2 s per image with the torch renderer, bench/simulate.py), so ten-shard jobs ask 5 h.
-SHARD_RUNTIME_MIN = 30
+from lensinfer.resources import simulate_shard_runtime_min
 
 
 rule simulate_shard:
@@ -27,7 +25,9 @@ rule simulate_shard:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=SHARD_RUNTIME_MIN,
+        # minutes from the measured cost per image and subhalo (bench/simulate.py) × 6 + 5: paper training shard 19
+        # (was 240; measured ≈ 8 with line-of-sight halos); lensinfer.resources.simulate_shard_runtime_min
+        runtime=lambda wildcards: simulate_shard_runtime_min(config, wildcards.dataset),
     params:
         sim=simulation_params,
     script:
@@ -49,7 +49,8 @@ rule simulate_shards:
     threads: 1
     resources:
         mem_mb=2000,
-        runtime=SHARD_RUNTIME_MIN * SHARDS_PER_BLOCK,
+        runtime=lambda wildcards: SHARDS_PER_BLOCK
+        * simulate_shard_runtime_min(config, wildcards.dataset),
     params:
         sim=simulation_params,
     script:

@@ -20,7 +20,8 @@ rule train_nre:
         "logs/train/nre.benchmark.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 2
+    # the main process + train.num_workers loader processes (lensinfer.train.loader_workers caps them to this)
+    threads: max(2, 1 + config["train"]["num_workers"])
     resources:
         gpu=1,
         mem_mb=16000,
@@ -56,7 +57,8 @@ rule train_flow:
         "logs/train/npe.benchmark.tsv"
     conda:
         "../envs/train.yaml"
-    threads: 2
+    # the main process + train.num_workers loader processes (lensinfer.train.loader_workers caps them to this)
+    threads: max(2, 1 + config["train"]["num_workers"])
     resources:
         gpu=1,
         mem_mb=16000,

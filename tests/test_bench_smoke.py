@@ -104,3 +104,12 @@ def test_bench_simulate_without_caustics_reports_the_lenstronomy_peers(monkeypat
     sim = _bench_simulate()
     monkeypatch.setitem(sys.modules, "caustics", None)  # import caustics → ImportError
     assert sim.caustics_available() is False
+
+
+@pytest.mark.slow
+def test_bench_memory_quick():
+    out = _run("memory.py")
+    stages = ("merge", "verify", "mask", "curves_nre", "curves_npe", "posterior_samples", "calibrate")
+    for stage in stages:
+        assert out[f"{stage}_peak_mb"] > 0 and out[f"{stage}_peak_mb_10x"] > 0, stage
+    assert out["max_peak_ratio_10x"] == max(out[f"{s}_peak_ratio_10x"] for s in stages)

@@ -31,6 +31,10 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KernelDensity
 
 from .curves import combine, normalise, wilks_threshold
+from .data.npz import load_npz_lazy
+
+#: sets whose combined curves are held at once in :func:`coverage_tables`
+CHUNK = 4096
 
 __all__ = [
     "make_sets",
@@ -177,9 +181,10 @@ def coverage_tables(grid: np.ndarray, curves: np.ndarray, true_gamma: np.ndarray
             raise ValueError(f"calibrate: no γ value of the coverage dataset has {n} images; enlarge it "
                              f"(datasets.<calibrate.coverage_dataset>) or drop N={n} from calibrate.set_sizes / "
                              "the observation list")
-        combined = np.stack([combine(curves[s]) for s in sets])
         truths = np.array([true_gamma[s[0]] for s in sets])
-        t_star = covering_thresholds(grid, combined, truths)
+        # combined curves of CHUNK sets at a time (memory does not grow with the coverage dataset)
+        t_star = np.concatenate([covering_thresholds(grid, np.stack([combine(curves[s]) for s in sets[i:i + CHUNK]]),
+                                                     truths[i:i + CHUNK]) for i in range(0, len(sets), CHUNK)])
         folds = gamma_folds(truths)
         crossfit = _crossfit(t_star, folds, levels)
         result["set_sizes"][str(n)] = {
@@ -239,16 +244,19 @@ def fit_kde_calibration(grid: np.ndarray, curves: np.ndarray, true_gamma: np.nda
     the pooled samples.
     """
     rng = np.random.default_rng(seed)
-    s = np.exp(normalise(curves))
+    # s(x, θ) = exp(normalised curve) of the selected rows only: ``curves`` may be a memory map of the curves file
+    def s_of(rows: np.ndarray) -> np.ndarray:
+        return np.exp(normalise(np.asarray(curves[np.sort(rows)], dtype=np.float64)))
+
     edges = np.concatenate([[grid[0] - (grid[1] - grid[0]) / 2], 0.5 * (grid[1:] + grid[:-1]), [grid[-1] + (grid[1] - grid[0]) / 2]])
     which = np.clip(np.searchsorted(edges, true_gamma) - 1, 0, len(grid) - 1)
     calib, offsets = [], [0]
     for i in range(len(grid)):
-        idx = np.nonzero(which == i)[0][:max_per_bin]
-        calib.append(s[idx, i])
+        idx = np.nonzero(which == i)[0][:max_per_bin]  # increasing
+        calib.append(s_of(idx)[:, i])
         offsets.append(offsets[-1] + idx.size)
-    ref_idx = rng.permutation(len(s))[:max_per_bin]
-    ref = s[ref_idx].T
+    ref_idx = rng.permutation(len(curves))[:max_per_bin]
+    ref = s_of(ref_idx)[np.argsort(np.argsort(ref_idx))].T  # rows in ref_idx order
     calib_flat = np.concatenate(calib)
     return {
         "grid": grid,
@@ -279,11 +287,11 @@ def run_calibration(*, kde_curves: str | Path, coverage_curves: str | Path, cali
                     levels: Sequence[float], seed: int, out_kde: str | Path, out_thresholds: str | Path,
                     out_coverage: str | Path) -> dict:
     """The calibrate stage: KDE artefacts (a), thresholds and cross-fitted coverage (b, c), coverage curves."""
-    kde_blob = np.load(kde_curves)
+    kde_blob = load_npz_lazy(kde_curves)  # memory maps: rows are read when used
     kde = fit_kde_calibration(kde_blob["grid"], kde_blob["curves"], kde_blob["gamma"],
                               np.asarray(calibrate_cfg["bandwidths"], dtype=float), seed=seed)
     np.savez(out_kde, **kde)
-    cov_blob = np.load(coverage_curves)
+    cov_blob = load_npz_lazy(coverage_curves)
     result, rows = coverage_tables(cov_blob["grid"], cov_blob["curves"], cov_blob["gamma"],
                                    calibrate_cfg["set_sizes"], int(calibrate_cfg["n_sets"]), levels,
                                    int(calibrate_cfg["n_nominal"]), seed)

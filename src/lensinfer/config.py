@@ -16,7 +16,7 @@ import numpy as np
 from .simulate.priors import PriorError, check_prior, prior_bounds
 
 __all__ = ["ConfigError", "check_config", "iter_priors", "dataset_shards", "observation_lenses", "load_config",
-           "expand_cdm_sweep", "cdm_sweep_name", "validate_config", "effective_bounds"]
+           "expand_cdm_sweep", "cdm_sweep_name", "validate_config", "effective_bounds", "consumed_datasets"]
 
 
 class ConfigError(ValueError):
@@ -107,6 +107,8 @@ def check_config(config: Mapping[str, Any], base_dir: str | Path = ".") -> None:
         "calibrate.coverage_dataset": config["calibrate"]["coverage_dataset"],
     }
     refs.update({f"inference.cdm_datasets[{i}]": d for i, d in enumerate(config["inference"]["cdm_datasets"])})
+    if (config.get("flow") or {}).get("diagnostics_dataset") is not None:
+        refs["flow.diagnostics_dataset"] = config["flow"]["diagnostics_dataset"]
     for key, name in refs.items():
         if name not in names:
             raise ConfigError(f"{key}: dataset {name!r} is not defined; defined datasets: {sorted(names)}")
@@ -398,3 +400,19 @@ def validate_config(config: dict[str, Any], base_dir: str | Path = ".") -> None:
     validate(config, str(schema))
     expand_cdm_sweep(config)
     check_config(config, base_dir)
+
+
+def consumed_datasets(config: Mapping[str, Any]) -> list[str]:
+    """The datasets some stage of this run reads (only these are simulated): training and validation sets; the
+    calibration (``calibrate.kde_dataset``, ``coverage_dataset``) and CDM test sets (``inference.cdm_datasets``)
+    when an estimator gives γ curves (the NRE, or an NPE whose ``flow.targets`` include gamma_pop); the NPE
+    diagnostics set (``flow.diagnostics_dataset``, default ``train.val_dataset``) when the NPE runs."""
+    estimators = ["nre", "npe"] if config["estimator"] == "both" else [config["estimator"]]
+    flow = config.get("flow") or {}
+    used = {config["train"]["dataset"], config["train"]["val_dataset"]}
+    if "nre" in estimators or "gamma_pop" in list(flow.get("targets") or ["gamma_pop"]):
+        used |= {config["calibrate"]["kde_dataset"], config["calibrate"]["coverage_dataset"],
+                 *config["inference"]["cdm_datasets"]}
+    if "npe" in estimators:
+        used.add(flow.get("diagnostics_dataset") or config["train"]["val_dataset"])
+    return sorted(used)

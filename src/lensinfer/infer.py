@@ -58,31 +58,38 @@ def log_ratio_curves(model: RatioEstimator, whitening: Whitening, images: np.nda
 
 
 def dataset_curves(model_path: str | Path, merged_dir: str | Path, masks_path: str | Path, grid_cfg: dict,
-                   out_path: str | Path, batch_size: int = 64) -> np.ndarray:
-    """Normalised curves of every image of a simulated dataset, saved with the truths (``.npz``).
+                   out_path: str | Path, batch_size: int = 64, *, device: str | torch.device = "cpu") -> np.ndarray:
+    """Normalised curves of every image of a simulated dataset, saved with the truths (``.npz``: grid, curves,
+    gamma, n_sub).
 
     Datasets stored noiseless (``storage.noiseless``) get one fixed noise realisation per image, seeded by the
-    dataset name, so their curves are reproducible.
+    dataset name, so their curves are reproducible. The model runs on ``device`` (the rule's, see
+    :func:`lensinfer.device.select_device`); curves are written batch by batch (:class:`lensinfer.data.npz.NpzWriter`),
+    so memory does not grow with the dataset, and returned as a read-only memory map of the file.
     """
     from .data.loader import ChunkShuffleLoader, MergedDataset, noise_model_of
+    from .data.npz import NpzWriter, load_npz_lazy
     from .seeds import torch_seed
     from .train import load_model
 
-    model, whitening = load_model(model_path)
+    device = torch.device(device)
+    model, whitening = load_model(model_path, device)
     model = model.fused()  # BN folded into the convolutions, channels_last: same curves, half the CPU time
     data = MergedDataset(merged_dir, masks_path)
     loader = ChunkShuffleLoader(data, whitening, batch_size, seed=torch_seed(0, f"curves/{data.manifest.dataset}"),
                                 shuffle=False, drop_last=False, noise=noise_model_of(data))
     grid = grid_centres(grid_cfg["low"], grid_cfg["high"], grid_cfg["n"])
-    theta = torch.as_tensor(whitening.theta(grid), dtype=torch.float32)
-    curves = []
-    with torch.inference_mode(), progress(len(data), f"NRE γ curves of {data.manifest.dataset}", unit="image") as bar:
-        for x, _ in loader:
-            curves.append(model.log_ratio_grid(x, theta).float().numpy())
-            bar.update(len(x))
-    curves_arr = normalise(np.concatenate(curves))
-    np.savez(out_path, grid=grid, curves=curves_arr, gamma=data.column("gamma_pop"), n_sub=data.column("n_sub"))
-    return curves_arr
+    theta = torch.as_tensor(whitening.theta(grid), dtype=torch.float32, device=device)
+    with NpzWriter(out_path) as npz:
+        npz.add("grid", grid)
+        with npz.stream("curves", (len(data), len(grid)), np.float32) as rows, torch.inference_mode(), \
+                progress(len(data), f"NRE γ curves of {data.manifest.dataset}", unit="image") as bar:
+            for x, _ in loader:
+                rows.write(normalise(model.log_ratio_grid(x.to(device), theta).float().cpu().numpy()))
+                bar.update(len(x))
+        npz.add("gamma", data.column("gamma_pop"))
+        npz.add("n_sub", data.column("n_sub"))
+    return load_npz_lazy(out_path)["curves"]
 
 
 def load_observations(images: list[str], masks: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -92,17 +92,21 @@ def kde_log_density(samples: np.ndarray, grid: np.ndarray, low: float, high: flo
     return out
 
 
+def _require_gamma(whitening: Whitening) -> None:
+    if GAMMA not in whitening.targets:
+        raise ValueError(f"the posterior estimator's targets {list(whitening.targets)} do not include {GAMMA!r}: it "
+                         "gives no γ curves (train it with flow.targets containing gamma_pop)")
+
+
 @torch.inference_mode()
 def gamma_curves(model: FlowPosterior, whitening: Whitening, features: torch.Tensor, grid: np.ndarray, *,
                  n_samples: int = 2000, generator: torch.Generator | None = None, gamma_prior: Any = None,
                  bounds: tuple[float, float] | None = None) -> np.ndarray:
     """Normalised curves log q(γ|x) − log π(γ) (B, G) from flow contexts (B, F) (module docstring)."""
+    _require_gamma(whitening)
     targets = list(whitening.targets)
-    if GAMMA not in targets:
-        raise ValueError(f"the posterior estimator's targets {targets} do not include {GAMMA!r}: it gives no γ curves "
-                         "(train it with flow.targets containing gamma_pop)")
     if targets == [GAMMA]:
-        theta = whitening.params(torch.as_tensor(grid, dtype=torch.float32)[:, None])  # (G, 1)
+        theta = whitening.params(torch.as_tensor(grid, dtype=torch.float32, device=features.device)[:, None])
         theta = theta[:, None, :].expand(len(grid), features.shape[0], 1)
         logq = model.log_prob_features(theta, features).T.double().cpu().numpy() + whitening.log_det()
     else:
@@ -114,10 +118,11 @@ def gamma_curves(model: FlowPosterior, whitening: Whitening, features: torch.Ten
     return normalise(logq - log_prior(gamma_prior, grid)[None, :])
 
 
-def _features(model: FlowPosterior, loader: Iterator) -> Iterator[torch.Tensor]:
+def _features(model: FlowPosterior, loader: Iterator, device: torch.device = torch.device("cpu")
+              ) -> Iterator[torch.Tensor]:
     with torch.inference_mode():
         for x, _ in loader:
-            yield model.embed(x)
+            yield model.embed(x.to(device))
 
 
 def _dataset_loader(data: MergedDataset, whitening: Whitening, batch_size: int) -> ChunkShuffleLoader:
@@ -134,44 +139,60 @@ def _grid(grid_cfg: Mapping[str, Any]) -> np.ndarray:
 
 def dataset_curves(model_path: str | Path, merged_dir: str | Path, masks_path: str | Path, grid_cfg: dict,
                    out_path: str | Path, batch_size: int = 64, *, n_samples: int = 2000, seed: int = 0,
-                   gamma_prior: Any = None) -> np.ndarray:
+                   gamma_prior: Any = None, device: str | torch.device = "cpu") -> np.ndarray:
     """γ curves of every image of a simulated dataset in the format of :func:`lensinfer.infer.dataset_curves`
     (npz: grid, curves (N, G) normalised, gamma, n_sub). ``gamma_prior``: the training γ prior spec (None/uniform:
-    constant); ``n_samples``/``seed``: the sample-based marginal when γ is one of several targets."""
-    model, whitening = load_flow(model_path)
+    constant); ``n_samples``/``seed``: the sample-based marginal when γ is one of several targets — the workflow
+    passes ``flow.n_samples``, the value the observed curves use, so that thresholds calibrated on these curves
+    transfer to them. The model runs on ``device``; curves are written batch by batch and returned as a read-only
+    memory map of the file (memory does not grow with the dataset)."""
+    from .data.npz import NpzWriter, load_npz_lazy
+
+    device = torch.device(device)
+    model, whitening = load_flow(model_path, device)
     data = MergedDataset(merged_dir, masks_path)
     grid = _grid(grid_cfg)
     gen = torch.Generator().manual_seed(int(seed))
-    curves = []
-    with progress(len(data), f"NPE γ curves of {data.manifest.dataset}", unit="image") as bar:
-        for f in _features(model, _dataset_loader(data, whitening, batch_size)):
-            curves.append(gamma_curves(model, whitening, f, grid, n_samples=n_samples, generator=gen,
-                                       gamma_prior=gamma_prior, bounds=(float(grid_cfg["low"]), float(grid_cfg["high"]))))
-            bar.update(len(f))
-    # float32 like the NRE curves (same npz format)
-    curves_arr = (np.concatenate(curves) if curves else np.zeros((0, len(grid)))).astype(np.float32)
-    np.savez(out_path, grid=grid, curves=curves_arr, gamma=data.column(GAMMA), n_sub=data.column("n_sub"))
-    return curves_arr
+    bounds = (float(grid_cfg["low"]), float(grid_cfg["high"]))
+    _require_gamma(whitening)  # before any output is opened
+    with NpzWriter(out_path) as npz:
+        npz.add("grid", grid)
+        # float32 like the NRE curves (same npz format)
+        with npz.stream("curves", (len(data), len(grid)), np.float32) as rows, \
+                progress(len(data), f"NPE γ curves of {data.manifest.dataset}", unit="image") as bar:
+            for f in _features(model, _dataset_loader(data, whitening, batch_size), device):
+                rows.write(gamma_curves(model, whitening, f, grid, n_samples=n_samples, generator=gen,
+                                        gamma_prior=gamma_prior, bounds=bounds))
+                bar.update(len(f))
+        npz.add("gamma", data.column(GAMMA))
+        npz.add("n_sub", data.column("n_sub"))
+    return load_npz_lazy(out_path)["curves"]
 
 
 def posterior_samples(model_path: str | Path, merged_dir: str | Path, masks_path: str | Path, n_samples: int,
-                      out_path: str | Path, seed: int, batch_size: int = 64) -> dict[str, Any]:
+                      out_path: str | Path, seed: int, batch_size: int = 64, *,
+                      device: str | torch.device = "cpu") -> dict[str, Any]:
     """n_samples de-whitened posterior draws of every image of a simulated dataset → npz {samples (N, S, P)
-    float32, truths (N, P), columns (P,)}; returns the same arrays."""
-    model, whitening = load_flow(model_path)
+    float32, truths (N, P), columns (P,)}, written batch by batch (memory does not grow with the dataset); returns
+    the same arrays (``samples`` as a read-only memory map of the file). The model runs on ``device``."""
+    from .data.npz import NpzWriter, load_npz_lazy
+
+    device = torch.device(device)
+    model, whitening = load_flow(model_path, device)
     data = MergedDataset(merged_dir, masks_path)
     gen = torch.Generator().manual_seed(int(seed))
-    out = []
-    with progress(len(data), f"posterior samples of {data.manifest.dataset}", unit="image") as bar:
-        for f in _features(model, _dataset_loader(data, whitening, batch_size)):
-            z = model.sample_features(f, int(n_samples), generator=gen)
-            out.append(whitening.unparams(z).float().numpy())
-            bar.update(len(f))
-    samples = np.concatenate(out) if out else np.zeros((0, int(n_samples), len(whitening.targets)), np.float32)
-    truths = np.column_stack([data.column(t) for t in whitening.targets])
-    columns = np.array(whitening.targets)
-    np.savez(out_path, samples=samples, truths=truths, columns=columns)
-    return {"samples": samples, "truths": truths, "columns": list(whitening.targets)}
+    p = len(whitening.targets)
+    with NpzWriter(out_path) as npz:
+        with npz.stream("samples", (len(data), int(n_samples), p), np.float32) as rows, \
+                progress(len(data), f"posterior samples of {data.manifest.dataset}", unit="image") as bar:
+            for f in _features(model, _dataset_loader(data, whitening, batch_size), device):
+                z = model.sample_features(f, int(n_samples), generator=gen)
+                rows.write(whitening.unparams(z).float().cpu().numpy())
+                bar.update(len(f))
+        truths = np.column_stack([data.column(t) for t in whitening.targets])
+        npz.add("truths", truths)
+        npz.add("columns", np.array(whitening.targets))
+    return {"samples": load_npz_lazy(out_path)["samples"], "truths": truths, "columns": list(whitening.targets)}
 
 
 @torch.inference_mode()
@@ -183,9 +204,9 @@ def sample_images(model: FlowPosterior, whitening: Whitening, images: np.ndarray
     with progress(len(images), "NPE posterior samples") as bar:
         for i in range(0, len(images), batch_size):
             x = torch.from_numpy(whitening.images(images[i:i + batch_size], masks[i:i + batch_size]))
-            f = model.embed(x)
+            f = model.embed(x.to(next(model.parameters()).device))
             feats.append(f)
-            out.append(whitening.unparams(model.sample_features(f, n_samples, generator=generator)).float().numpy())
+            out.append(whitening.unparams(model.sample_features(f, n_samples, generator=generator)).float().cpu().numpy())
             bar.update(len(x))
     return np.concatenate(out), torch.cat(feats)
 

@@ -47,6 +47,7 @@ from torch import nn
 from . import checkpoint
 from .data.loader import (ChunkShuffleLoader, DihedralAugmentation, MergedDataset, Whitening, load_whitening,
                           noise_model_of)
+from .device import select_device
 from .models.flow import FLOW_DEFAULTS, build_flow_posterior, flow_loss
 from .models.ratio import build_ratio_estimator, ratio_loss
 from .progress import format_duration, time_left
@@ -75,10 +76,20 @@ def _finite_loss(value: float, kind: str, what: str, epoch: int) -> float:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' → CUDA if available, else CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """'auto' → CUDA if available, else CPU (but an error when the scheduler granted a GPU torch cannot see);
+    otherwise the named device (:func:`lensinfer.device.select_device`)."""
+    return select_device(name)
+
+
+def loader_workers(train_cfg: Mapping[str, Any], threads: int) -> int:
+    """DataLoader worker processes: ``train.num_workers``, capped so that the main process plus the workers use no
+    more CPUs than the job's ``threads`` (the rule asks for 1 + num_workers; Snakemake may grant fewer)."""
+    wanted = int(train_cfg.get("num_workers", 0))
+    workers = min(wanted, max(0, int(threads) - 1))
+    if workers < wanted:
+        log.warning("train.num_workers=%d loader workers do not fit the job's %d threads: using %d", wanted, threads,
+                    workers)
+    return workers
 
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, "torch.Generator | None"], torch.Tensor]
@@ -186,7 +197,7 @@ def _fit(
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", factor=float(sch_cfg["factor"]), patience=int(sch_cfg["patience"]),
             threshold=float(sch_cfg["threshold"]), threshold_mode="abs", cooldown=int(sch_cfg["cooldown"]))
-    workers = int(train_cfg.get("num_workers", 0))
+    workers = loader_workers(train_cfg, threads)
     loader_threads = 2 if workers == 0 else 1  # decode threads per loading process
     train_loader = ChunkShuffleLoader(train_data, whitening, bs, seed=base_seed, threads=loader_threads,
                                       buffer_blocks=int(train_cfg["shuffle_buffer_chunks"]),

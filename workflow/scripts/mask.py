@@ -13,4 +13,4 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
         radius_theta_e=snakemake.params.radius_theta_E,  # noqa: F821
         chunk_images=snakemake.params.chunk_images,  # noqa: F821
     )
-    log.info("kept pixel fraction: mean %.3f, min %.3f", kept.mean(), kept.min())
+    log.info("kept pixel fraction: mean %.3f, min %.3f", kept["mean"], kept["min"])

@@ -32,7 +32,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from zarr.core.buffer.cpu import NDBuffer
 
 from .merge import open_masks
-from .store import load_manifest, open_images, read_table
+from .store import ShardIntegrityError, load_manifest, open_images, read_checked, recorded_digest
 
 __all__ = ["Whitening", "DihedralAugmentation", "NoiseModel", "MergedDataset", "ChunkShuffleLoader", "load_whitening", "noise_model_of"]
 
@@ -330,10 +330,16 @@ class MergedDataset:
     def __init__(self, merged_dir: str | Path, masks_path: str | Path) -> None:
         self.dir = Path(merged_dir)
         self.manifest = load_manifest(self.dir / "manifest.json")
-        self.params, self.columns = read_table(self.dir / "table.zarr")
+        table = zarr.open_group(str(self.dir / "table.zarr"), mode="r")
+        self._table, self.columns = table["params"], list(table.attrs["columns"])
+        self._column_cache: dict[str, np.ndarray] = {}
         self.masks = open_masks(masks_path)
         self.offsets = self.manifest.offsets
         self._paths = self.manifest.shard_paths()
+        for shard, path in zip(self.manifest.shards, self._paths):
+            if shard.get("sha256") is not None and recorded_digest(path) != shard["sha256"]:
+                raise ShardIntegrityError(f"shard {path} was rewritten after merge (its creation digest differs from "
+                                          f"{self.dir / 'manifest.json'}); re-run merge")
         self._images = [open_images(p) for p in self._paths]
         if self.masks.shape[0] != self.manifest.n_images:
             raise ValueError(f"{masks_path} has {self.masks.shape[0]} masks for {self.manifest.n_images} images")
@@ -357,7 +363,14 @@ class MergedDataset:
         return int(self.manifest.image_shape[0]) if len(self.manifest.image_shape) == 3 else 1
 
     def column(self, name: str) -> np.ndarray:
-        return self.params[:, self.columns.index(name)]
+        """One parameter column (N,), read from the table on first use (the whole (N, K) table is never loaded)."""
+        if name not in self._column_cache:
+            j, rows = self.columns.index(name), self._table.chunks[0]
+            out = np.empty(self._table.shape[0], self._table.dtype)
+            for i in range(0, len(out), rows):  # chunk by chunk: zarr decodes all chunks of one read at once
+                out[i:i + rows] = self._table[i:i + rows, j]
+            self._column_cache[name] = out
+        return self._column_cache[name]
 
     def shard_attrs(self) -> list[dict[str, Any]]:
         """The attributes of every shard (``sigma_bkg``, ``exposure_time``, ``noiseless``, …)."""
@@ -374,7 +387,7 @@ class MergedDataset:
     def read_block_into(self, out: np.ndarray, mask_out: np.ndarray, shard: int, start: int, stop: int) -> np.ndarray:
         """Decode one block straight into ``out`` / ``mask_out`` (no intermediate copy); returns its global indices."""
         g0 = int(self.offsets[shard])
-        self._images[shard].get_basic_selection(slice(start, stop), out=NDBuffer.from_numpy_array(out))
+        read_checked(self._images[shard], slice(start, stop), self._paths[shard], out=NDBuffer.from_numpy_array(out))
         self.masks.get_basic_selection(slice(g0 + start, g0 + stop), out=NDBuffer.from_numpy_array(mask_out))
         return np.arange(g0 + start, g0 + stop)
 
@@ -387,7 +400,11 @@ class MergedDataset:
             sel = np.nonzero(shard_of == s)[0]
             local = indices[sel] - self.offsets[s]
             order = np.argsort(local)
-            images[sel[order]] = self._images[s].oindex[local[order]]
+            try:
+                images[sel[order]] = self._images[s].oindex[local[order]]
+            except (ValueError, RuntimeError) as err:
+                raise ShardIntegrityError(f"shard {self._paths[s]}: reading images failed ({err}); the shard is "
+                                          "damaged: delete it and re-run simulate_shard") from err
         return images, self.masks.oindex[np.sort(indices)][np.argsort(np.argsort(indices))]
 
 

@@ -19,6 +19,13 @@ Multi-band shards (``instrument.bands``) differ only in the channel axis of ``im
 
 Shards are written to a temporary sibling and renamed into place, so a killed job never leaves a store that looks
 complete. Nothing time-dependent is written: the same inputs give byte-identical stores.
+
+**Integrity from creation to use.** Every array's chunks carry a zarr v3 ``crc32c`` checksum (codec chain
+bytes → blosc → crc32c), so a damaged chunk fails on read instead of decoding to silently changed pixels; reads
+through :class:`Manifest` and :class:`lensinfer.data.loader.MergedDataset` turn that failure into a
+:class:`ShardIntegrityError` naming the shard. When a shard is written, ``integrity.json`` records the
+:func:`directory_sha256` of everything else in the store (the *creation digest*); ``merge`` verifies each shard
+against it (:func:`verify_shard`) and copies it into the manifest — it never blesses whatever happens to be on disk.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, BloscShuffle
+from zarr.codecs import BloscCodec, BloscShuffle, Crc32cCodec
 
 __all__ = [
     "ShardData",
@@ -43,6 +50,12 @@ __all__ = [
     "shard_bands",
     "image_channels",
     "directory_sha256",
+    "ShardIntegrityError",
+    "INTEGRITY_FILE",
+    "recorded_digest",
+    "verify_shard",
+    "read_checked",
+    "TableWriter",
     "Manifest",
     "write_manifest",
     "load_manifest",
@@ -51,6 +64,14 @@ __all__ = [
 ]
 
 _COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle=BloscShuffle.shuffle)
+#: checksum of every stored (compressed) chunk, verified by zarr on every read
+_CHECKSUM = Crc32cCodec()
+#: the file of a shard store holding its creation digest (not itself covered by the digest)
+INTEGRITY_FILE = "integrity.json"
+
+
+class ShardIntegrityError(ValueError):
+    """A shard's bytes differ from what was written: a chunk fails its crc32c check or the store its creation digest."""
 
 
 @dataclass
@@ -82,9 +103,19 @@ def _commit_dir(tmp: Path, path: Path) -> None:
 
 
 def _array(group: zarr.Group, name: str, data: np.ndarray, chunks: tuple[int, ...]) -> None:
-    arr = group.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype, compressors=[_COMPRESSOR])
+    arr = group.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype,
+                             compressors=[_COMPRESSOR, _CHECKSUM])
     if data.size:
         arr[...] = data
+
+
+def _record_digest(store: Path) -> str:
+    """Write ``integrity.json`` (the creation digest of every other file of ``store``); returns the digest."""
+    digest = directory_sha256(store)
+    (store / INTEGRITY_FILE).write_text(json.dumps(
+        {"sha256": digest, "covers": f"every file of the store except {INTEGRITY_FILE} (lensinfer directory_sha256)"},
+        indent=2) + "\n")
+    return digest
 
 
 def write_shard(path: str | Path, data: ShardData, attrs: Mapping[str, Any], chunk_images: int = 256) -> None:
@@ -110,6 +141,7 @@ def write_shard(path: str | Path, data: ShardData, attrs: Mapping[str, Any], chu
         extra_columns[f"{name}_columns"] = list(columns)
     group.attrs.update(dict(attrs, columns=list(data.columns), subhalo_columns=list(data.subhalo_columns), n_images=n,
                             **extra_columns))
+    _record_digest(tmp)
     _commit_dir(tmp, path)
 
 
@@ -140,17 +172,56 @@ def image_channels(image_shape: Sequence[int]) -> int:
     raise ValueError(f"an image is (H, W) or (C, H, W); got shape {tuple(image_shape)}")
 
 
-def directory_sha256(path: str | Path) -> str:
-    """sha256 over the relative names and bytes of every file below ``path`` (sorted): a content checksum."""
+#: top-level files of a store that are not its content: its creation digest, and the marker Snakemake writes into
+#: every directory output after the job
+NOT_CONTENT = (INTEGRITY_FILE, ".snakemake_timestamp")
+
+
+def directory_sha256(path: str | Path, exclude: Sequence[str] = NOT_CONTENT) -> str:
+    """sha256 over the relative names and bytes of every file below ``path`` (sorted, read in 1 MiB blocks: memory
+    does not grow with the store): a content checksum. Top-level files named in ``exclude`` are skipped (by default
+    :data:`NOT_CONTENT`: the shard's own ``integrity.json``, which holds this digest, and Snakemake's timestamp)."""
     root = Path(path)
     digest = hashlib.sha256()
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+    skip = {root / name for name in exclude}
+    for file in sorted(p for p in root.rglob("*") if p.is_file() and p not in skip):
         digest.update(str(file.relative_to(root)).encode())
         digest.update(b"\0")
         with open(file, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def recorded_digest(path: str | Path) -> str:
+    """The creation digest of a shard (its ``integrity.json``); a clear error when it has none."""
+    f = Path(path) / INTEGRITY_FILE
+    if not f.is_file():
+        raise ShardIntegrityError(f"shard {path} has no creation checksum ({INTEGRITY_FILE}): it was written by an older "
+                                  "lensinfer or not by write_shard; delete it and re-run simulate_shard")
+    return str(json.loads(f.read_text())["sha256"])
+
+
+def verify_shard(path: str | Path) -> str:
+    """Re-hash a shard and compare with its creation digest; returns the digest or raises
+    :class:`ShardIntegrityError` naming the shard."""
+    expected = recorded_digest(path)
+    got = directory_sha256(path)
+    if got != expected:
+        raise ShardIntegrityError(f"shard {path} differs from what was written (sha256 {got}, recorded at creation "
+                                  f"{expected}): the store was damaged or modified; delete it and re-run simulate_shard")
+    return expected
+
+
+def read_checked(arr: zarr.Array, selection: Any, shard: str | Path, **kwargs: Any) -> Any:
+    """``arr.get_basic_selection(selection, **kwargs)`` whose decoding failures (a chunk failing its crc32c check,
+    a corrupt blosc frame) raise :class:`ShardIntegrityError` naming the shard."""
+    try:
+        return arr.get_basic_selection(selection, **kwargs)
+    except (ValueError, RuntimeError) as err:
+        raise ShardIntegrityError(f"shard {shard}: reading {selection} of {Path(str(arr.store_path)).name or 'an array'} "
+                                  f"failed ({err}); the shard is "
+                                  "damaged: delete it and re-run simulate_shard") from err
 
 
 @dataclass
@@ -178,11 +249,15 @@ class Manifest:
         for start, path in zip(self.offsets[:-1], self.shard_paths(base)):
             arr = open_images(path)
             for i in range(0, arr.shape[0], block):
-                yield int(start + i), arr[i:i + block]
+                yield int(start + i), read_checked(arr, slice(i, i + block), path)
 
 
 def write_manifest(path: str | Path, dataset: str, shard_paths: Sequence[str | Path], verify: bool = True) -> Manifest:
-    """Write ``manifest.json`` over the given shards (with sizes and content checksums)."""
+    """Write ``manifest.json`` over the given shards (sizes and creation digests).
+
+    With ``verify`` every shard is re-hashed and must match the digest recorded when it was written
+    (:func:`verify_shard`, :class:`ShardIntegrityError` otherwise); without, the recorded digest is copied unchecked.
+    """
     shards = []
     shape: tuple[int, ...] | None = None
     for p in shard_paths:
@@ -192,7 +267,8 @@ def write_manifest(path: str | Path, dataset: str, shard_paths: Sequence[str | P
             shape = tuple(arr.shape[1:])
         elif tuple(arr.shape[1:]) != shape:
             raise ValueError(f"shard {p} has image shape {arr.shape[1:]}, expected {shape}")
-        shards.append({"path": str(p), "n_images": int(arr.shape[0]), "sha256": directory_sha256(p) if verify else None})
+        shards.append({"path": str(p), "n_images": int(arr.shape[0]),
+                       "sha256": verify_shard(p) if verify else recorded_digest(p)})
     if shape is None:
         raise ValueError(f"dataset {dataset!r} has no shards")
     manifest = Manifest(dataset=dataset, shards=shards, n_images=sum(s["n_images"] for s in shards), image_shape=shape)
@@ -214,17 +290,60 @@ def load_manifest(path: str | Path, verify: bool = False) -> Manifest:
     return manifest
 
 
+class TableWriter:
+    """A merged parameter table (zarr group with ``params`` (N, K) float64 and ``image_seed`` (N,) uint64) written
+    block by block — memory holds one block, not the table — into a temporary directory renamed into place when
+    the ``with`` block succeeds (removed when it fails)::
+
+        with TableWriter(path, n, columns, attrs) as table:
+            table.write(start, params_block, seed_block)
+    """
+
+    #: rows per stored chunk
+    CHUNK = 4096
+
+    def __init__(self, path: str | Path, n: int, columns: Sequence[str], attrs: Mapping[str, Any] | None = None) -> None:
+        self.path = Path(path)
+        self.n = int(n)
+        self.columns = list(columns)
+        self._tmp = _atomic_dir(self.path)
+        group = zarr.open_group(str(self._tmp), mode="w", zarr_format=3)
+        rows = max(1, min(self.n, self.CHUNK))
+        self._params = group.create_array("params", shape=(self.n, len(self.columns)), chunks=(rows, len(self.columns)),
+                                          dtype=np.float64, compressors=[_COMPRESSOR, _CHECKSUM])
+        self._seed = group.create_array("image_seed", shape=(self.n,), chunks=(rows,), dtype=np.uint64,
+                                        compressors=[_COMPRESSOR, _CHECKSUM])
+        group.attrs.update(dict(attrs or {}, columns=self.columns, n_images=self.n))
+        self._written = 0
+
+    def write(self, start: int, params: np.ndarray, image_seed: np.ndarray) -> None:
+        """Rows ``start … start + len(params)`` (blocks are best written in order, aligned with ``CHUNK``)."""
+        if params.shape[1] != len(self.columns):
+            raise ValueError(f"a block of {params.shape[1]} columns for a table of {len(self.columns)}")
+        stop = start + params.shape[0]
+        if stop > start:
+            self._params[start:stop] = params.astype(np.float64, copy=False)
+            self._seed[start:stop] = image_seed.astype(np.uint64, copy=False)
+        self._written += stop - start
+
+    def __enter__(self) -> "TableWriter":
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            return
+        if self._written != self.n:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise ValueError(f"{self.path}: {self._written} rows written for a table of {self.n}")
+        _commit_dir(self._tmp, self.path)
+
+
 def write_table(path: str | Path, params: np.ndarray, columns: Sequence[str], image_seed: np.ndarray,
                 attrs: Mapping[str, Any] | None = None) -> None:
     """Write a merged parameter table (zarr group with ``params`` and ``image_seed``) atomically."""
-    path = Path(path)
-    tmp = _atomic_dir(path)
-    group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-    n = params.shape[0]
-    _array(group, "params", params.astype(np.float64), (max(1, min(n, 1 << 16)), params.shape[1]))
-    _array(group, "image_seed", image_seed.astype(np.uint64), (max(1, min(n, 1 << 16)),))
-    group.attrs.update(dict(attrs or {}, columns=list(columns), n_images=n))
-    _commit_dir(tmp, path)
+    with TableWriter(path, params.shape[0], columns, attrs) as table:
+        table.write(0, params, image_seed)
 
 
 def read_table(path: str | Path) -> tuple[np.ndarray, list[str]]:
