@@ -237,7 +237,15 @@ def main() -> None:
                     help="torch (and spline-kernel) threads for sampling; use 1 when other processes share the cores "
                          "(the flow's many small ops then stall on OpenMP barriers)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep/reuse simulations and models here")
+    ap.add_argument("--setting", choices=["hst", "seeds-delve", "holismokes"], default="hst",
+                    help="hst: the HST-like grid above (default); seeds-delve / holismokes: the anchors' own data "
+                         "(bench/npe_anchors.py: DELVE g, r, i at 0.263″/pix of seed 003 with the sbi peer; HSC g, r, "
+                         "i at 0.168″/pix of HOLISMOKES IV), each with its table beside the anchor's")
+    ap.add_argument("--no-sbi", action="store_true", help="seeds-delve: skip the sbi peer")
+    ap.add_argument("--sbi-max-epochs", type=int, default=400, help="seeds-delve: cap on sbi's epochs (patience 20)")
     args = ap.parse_args()
+    if args.setting != "hst":
+        return anchor_main(ap, args)
     if args.no_shear and args.prior != "project":
         ap.error("--no-shear applies to --prior project (the seeds' prior has no shear)")
     shard_size = 500
@@ -317,6 +325,50 @@ def main() -> None:
             "total_s": round(time.perf_counter() - t_start),
         })
         print(json.dumps(result))
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def anchor_main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--setting seeds-delve | holismokes``: the anchors' own data and tables (``bench/npe_anchors.py``). Their
+    data budget: 10 000 images, 9 000 to train (900 of them for early stopping, the seed's 10 % validation fraction)
+    and 1 000 to test, unless ``--n-train`` (fit + validation), ``--n-val`` or ``--n-test`` are given; sampling is
+    timed on 2 500 lenses × 5 000 samples (never scaled); ``--max-epochs`` defaults to 60 here."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import npe_anchors
+
+    given = {a.dest for a in ap._actions if any(opt in sys.argv for opt in a.option_strings)}
+    if "n_train" not in given:
+        args.n_train = 9000
+    if "n_val" not in given:
+        args.n_val = 900
+    if "n_test" not in given:
+        args.n_test = 1000
+    if "max_epochs" not in given:
+        args.max_epochs = 60
+    args.timing_lenses, args.n_samples, args.shard_size = 2500, 5000, 450
+    flow = dict(FLOW, embedding=dict(FLOW["embedding"], stretch=args.stretch or None))
+    train = dict(TRAIN)
+    if args.quick:
+        args.n_train, args.n_val, args.n_test, args.max_epochs, args.shard_size = 48, 16, 16, 1, 16
+        args.timing_lenses, args.n_samples, args.sbi_max_epochs = 20, 50, 1
+        train["batch_size"] = 16
+        flow.update(transforms=2, hidden_features=[16, 16], context_features=8,
+                    embedding={"depth": "small", "width": 4, "dropout": 0.0, "stretch": args.stretch or None})
+    if not 0 < args.n_val < args.n_train:
+        ap.error(f"--n-val must lie in (0, --n-train): got {args.n_val}, {args.n_train}")
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
+    tmp = None
+    if args.workdir is None:
+        tmp = tempfile.mkdtemp(prefix=f"bench_npe_{args.setting}_")
+        args.work = Path(tmp)
+    else:
+        args.work = args.workdir
+    args.work.mkdir(parents=True, exist_ok=True)
+    try:
+        result = npe_anchors.run(args, flow=flow, train=train, validated=_validated, full_masks=_full_masks)
+        print(npe_anchors.dump(result))
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
