@@ -469,6 +469,7 @@ def run(args: Any, *, flow: dict[str, Any], train: dict[str, Any], validated: Ca
                    "train_s": round(t_train), "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
                    "best_val_nll": round(summary["best_val_loss"], 4)})
     del samples
+    print(f"[{setting}] ours (before the peer): {dump(result)}", flush=True)
 
     if setting == "seeds-delve":
         ok, why = sbi_available()
