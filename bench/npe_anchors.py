@@ -135,8 +135,12 @@ def setting_config(setting: str, *, n_train: int, n_val: int, n_test: int, shard
     cfg["renderer"] = {"epl_model": "EPL_NUMBA"}
     pop = {"profile": "EPL", "gamma": {"uniform": [1.1, 2.9]}, "n_sub": 0, "placement_threshold": 0.2}
     sizes = {"train": n_train, "val": n_val, "test": n_test}
-    cfg["datasets"] = {name: {"n_shards": math.ceil(n / shard_size), "shard_size": min(shard_size, n),
-                              "population": dict(pop)} for name, n in sizes.items()}
+    cfg["datasets"] = {}
+    for name, n in sizes.items():  # equal shards of at most shard_size images, exactly n in all
+        n_shards = math.ceil(n / shard_size)
+        while n % n_shards:
+            n_shards += 1
+        cfg["datasets"][name] = {"n_shards": n_shards, "shard_size": n // n_shards, "population": dict(pop)}
     # no subhalos, so γ_pop changes no image; the test set takes a fixed γ_pop as the schema wants of it
     cfg["datasets"]["test"]["population"] = {k: v for k, v in pop.items() if k != "gamma"} | {"gamma_values": [2.0]}
     cfg["calibrate"] = dict(cfg["calibrate"], kde_dataset="val", coverage_dataset="test")
