@@ -423,10 +423,12 @@ def holismokes_table(res: dict[str, Any]) -> str:
 def run(args: Any, *, flow: dict[str, Any], train: dict[str, Any], validated: Callable[[dict, Path], dict],
         full_masks: Callable[..., None]) -> dict[str, Any]:
     """One anchor setting end to end; prints the side-by-side table and returns the JSON result."""
-    import torch
+    from lensinfer.data.store import read_table
 
     t_start = time.perf_counter()
     setting = args.setting
+    if args.peer_only and setting != "seeds-delve":
+        raise ValueError("--peer-only: only the seeds-delve setting has a peer (sbi)")
     n_fit = args.n_train - args.n_val  # the seed's 90 % "train" = fit + 10 % validation (its validation fraction)
     shard = args.shard_size
     cfg = setting_config(setting, n_train=n_fit, n_val=args.n_val, n_test=args.n_test, shard_size=shard,
@@ -437,9 +439,38 @@ def run(args: Any, *, flow: dict[str, Any], train: dict[str, Any], validated: Ca
     t_sim = time.perf_counter() - t_start
     print(f"[{setting}] simulation: {t_sim:.0f} s wall, {sim_cpu:.0f} CPU s", flush=True)
 
-    from lensinfer.train import train_flow_posterior
-
     data, out = work / "data", work / "model"
+    full = args.timing_lenses == 2500 and args.n_samples == 5000  # --quick times fewer: no 2 500 × 5 000 figure
+    result: dict[str, Any] = {}
+    if not args.peer_only:
+        result.update(ours(args, cfg, data, out, full))
+        print(f"[{setting}] ours (before the peer): {dump(result)}", flush=True)
+    if setting == "seeds-delve":
+        ok, why = sbi_available()
+        if not ok or args.no_sbi:
+            reason = why or "--no-sbi"
+            print(f"[{setting}] sbi peer skipped: {reason}", flush=True)
+            result["sbi_skipped"] = reason
+        else:
+            result.update(peer(args, cfg, data, work / "sbi", full))
+    n_test = len(read_table(data / "test" / "table.zarr")[0])
+    result.update({"n_train": n_fit, "n_val": args.n_val, "n_test": n_test, "bands": [b["name"] for b in
+                   cfg["instrument"]["bands"]], "pixel_scale": cfg["instrument"]["pixel_scale"],
+                   "num_pix": cfg["instrument"]["num_pix"], "simulate_s": round(t_sim),
+                   "quick": bool(args.quick), "total_s": round(time.perf_counter() - t_start), "setting": setting})
+    if not args.peer_only:
+        print(delve_table(result) if setting == "seeds-delve" else holismokes_table(result), flush=True)
+    return result
+
+
+def ours(args: Any, cfg: dict[str, Any], data: Path, out: Path, full: bool) -> dict[str, Any]:
+    """Train lensinfer's flow with the project's loop (resumes from its per-epoch checkpoint), then time 2 500 ×
+    5 000 samples and compute the setting's metrics on the test lenses."""
+    import torch
+
+    from lensinfer.train import read_history, train_flow_posterior
+
+    setting = args.setting
     out.mkdir(exist_ok=True)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -448,12 +479,14 @@ def run(args: Any, *, flow: dict[str, Any], train: dict[str, Any], validated: Ca
         val_masks=data / "val" / "masks.zarr", whitening=data / "train" / "stats.json", flow_cfg=cfg["flow"],
         train_cfg=cfg["train"], seed=cfg["seed"], out_model=out / "model.pt", out_history=out / "history.csv",
         checkpoint_dir=out / "checkpoints", threads=args.threads)
-    t_train = time.perf_counter() - t0
+    t_wall = time.perf_counter() - t0
+    # training time = the epochs' own seconds (history.csv), right also when this run resumed from a checkpoint
+    t_train = sum(row["seconds"] for row in read_history(out / "history.csv"))
     print(f"[{setting}] training (lensinfer): best val NLL {summary['best_val_loss']:.3f} at epoch "
-          f"{summary['best_epoch']} ({summary['epochs']} epochs, {t_train:.0f} s)", flush=True)
-
+          f"{summary['best_epoch']} ({summary['epochs']} epochs, {t_train:.0f} s; {t_wall:.0f} s in this run)",
+          flush=True)
     targets = list(cfg["flow"]["targets"])
-    images, masks, truths, table_cols, table = _test_set(work, targets)
+    images, masks, truths, table_cols, table = _test_set(args.work, targets)
     n_test = len(images)
     torch.set_num_threads(args.sample_threads)
     samples, seconds = timed_samples(ours_sampler(out / "model.pt", args.n_samples), images, masks,
@@ -466,59 +499,85 @@ def run(args: Any, *, flow: dict[str, Any], train: dict[str, Any], validated: Ca
     else:
         result.update(holismokes_metrics(samples, truths, targets, table, table_cols, cfg["cosmology"]))
     result.update(calibration(samples, truths, targets, SHORT if setting == "seeds-delve" else HOLI_SHORT))
-    full = args.timing_lenses == 2500 and args.n_samples == 5000  # --quick times fewer: no 2 500 × 5 000 figure
     result.update({"seconds_2500_lenses_5000_samples": round(seconds, 1) if full else None,
                    "sampling_extrapolated": False, "sampling_s": round(seconds, 2),
                    "timing_lenses": args.timing_lenses, "timing_samples": args.n_samples,
-                   "train_s": round(t_train), "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
+                   "train_s": round(t_train), "train_wall_s_this_run": round(t_wall), "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
                    "best_val_nll": round(summary["best_val_loss"], 4)})
-    del samples
-    print(f"[{setting}] ours (before the peer): {dump(result)}", flush=True)
-
-    if setting == "seeds-delve":
-        ok, why = sbi_available()
-        if not ok or args.no_sbi:
-            reason = why or "--no-sbi"
-            print(f"[{setting}] sbi peer skipped: {reason}", flush=True)
-            result["sbi_skipped"] = reason
-        else:
-            from lensinfer.data.loader import MergedDataset
-            from lensinfer.data.store import read_table
-
-            xs, ths = [], []
-            for name in ("train", "val"):  # the very same 9 000 images we fit (8 100) and validated on (900)
-                ds = MergedDataset(data / name, data / name / "masks.zarr")
-                xs.append(ds.read(np.arange(len(ds)))[0])
-                tab, cols = read_table(data / name / "table.zarr")
-                ths.append(tab[:, [cols.index(c) for c in targets]])
-            train_x, train_theta = np.concatenate(xs), np.concatenate(ths)
-            del xs
-            from lensinfer import physics
-
-            low = np.array([150.0, physics.sis_theta_e(150.0, 0.4, 0.6), -0.4, -0.4, 0.2, 0.6])
-            high = np.array([400.0, physics.sis_theta_e(400.0, 0.2, 0.8), 0.4, 0.4, 0.4, 0.8])
-            torch.set_num_threads(args.threads)
-            posterior, info = run_sbi(train_x, train_theta, low, high, max_epochs=args.sbi_max_epochs,
-                                      seed=int(cfg["seed"]), quick=args.quick)
-            del train_x
-            print(f"[{setting}] training (sbi): {info}", flush=True)
-            torch.set_num_threads(args.sample_threads)
-            s_sbi, sec_sbi = timed_samples(sbi_sampler(posterior, args.n_samples), images, masks,
-                                           n_lenses=args.timing_lenses)
-            s_sbi = s_sbi[:n_test].astype(np.float64)
-            print(f"[{setting}] sbi: {args.timing_lenses} lenses × {args.n_samples} samples in {sec_sbi:.1f} s",
-                  flush=True)
-            result.update(delve_metrics(s_sbi, truths, targets, prefix="sbi_"))
-            result.update(calibration(s_sbi, truths, targets, SHORT, prefix="sbi_"))
-            result.update(info)
-            result["sbi_seconds_2500_lenses_5000_samples"] = round(sec_sbi, 1) if full else None
-            result["sbi_sampling_s"] = round(sec_sbi, 2)
-    result.update({"n_train": n_fit, "n_val": args.n_val, "n_test": n_test, "bands": [b["name"] for b in
-                   cfg["instrument"]["bands"]], "pixel_scale": cfg["instrument"]["pixel_scale"],
-                   "num_pix": cfg["instrument"]["num_pix"], "simulate_s": round(t_sim),
-                   "quick": bool(args.quick), "total_s": round(time.perf_counter() - t_start), "setting": setting})
-    print(delve_table(result) if setting == "seeds-delve" else holismokes_table(result), flush=True)
     return result
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def peer(args: Any, cfg: dict[str, Any], data: Path, cache: Path, full: bool) -> dict[str, Any]:
+    """The sbi peer on the very same training images (fit + validation sets) and test lenses, timed with the same
+    timer. Its result is kept in ``<workdir>/sbi/result.json`` (reused by a later run on the same workdir, e.g. the
+    full run after ``--peer-only``); while another process computes it (``sbi/running`` holds its pid), wait."""
+    import os
+
+    import torch
+
+    setting = args.setting
+    cache.mkdir(exist_ok=True)
+    done, lock = cache / "result.json", cache / "running"
+    key = {"n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test, "quick": bool(args.quick),
+           "sbi_max_epochs": args.sbi_max_epochs, "timing_lenses": args.timing_lenses, "n_samples": args.n_samples}
+    while lock.exists() and not done.exists() and _alive(int(lock.read_text() or 0)):
+        time.sleep(10)
+    if done.exists():
+        cached = json.loads(done.read_text())
+        if cached.get("key") == key:
+            print(f"[{setting}] sbi peer: result of an earlier run on this workdir ({done})", flush=True)
+            return cached["result"]
+    lock.write_text(str(os.getpid()))
+    try:
+        from lensinfer import physics
+        from lensinfer.data.loader import MergedDataset
+        from lensinfer.data.store import read_table
+
+        targets = list(cfg["flow"]["targets"])
+        xs, ths = [], []
+        for name in ("train", "val"):  # the very same 9 000 images we fit (8 100) and validated on (900)
+            ds = MergedDataset(data / name, data / name / "masks.zarr")
+            xs.append(ds.read(np.arange(len(ds)))[0])
+            tab, cols = read_table(data / name / "table.zarr")
+            ths.append(tab[:, [cols.index(c) for c in targets]])
+        train_x, train_theta = np.concatenate(xs), np.concatenate(ths)
+        del xs
+        low = np.array([150.0, physics.sis_theta_e(150.0, 0.4, 0.6), -0.4, -0.4, 0.2, 0.6])
+        high = np.array([400.0, physics.sis_theta_e(400.0, 0.2, 0.8), 0.4, 0.4, 0.4, 0.8])
+        torch.set_num_threads(args.threads)
+        posterior, info = run_sbi(train_x, train_theta, low, high, max_epochs=args.sbi_max_epochs,
+                                  seed=int(cfg["seed"]), quick=args.quick)
+        del train_x
+        print(f"[{setting}] training (sbi): {info}", flush=True)
+        images, masks, truths, _, _ = _test_set(args.work, targets)
+        n_test = len(images)
+        torch.set_num_threads(args.sample_threads)
+        s_sbi, sec_sbi = timed_samples(sbi_sampler(posterior, args.n_samples), images, masks,
+                                       n_lenses=args.timing_lenses)
+        s_sbi = s_sbi[:n_test].astype(np.float64)
+        print(f"[{setting}] sbi: {args.timing_lenses} lenses × {args.n_samples} samples in {sec_sbi:.1f} s",
+              flush=True)
+        result: dict[str, Any] = {}
+        result.update(delve_metrics(s_sbi, truths, targets, prefix="sbi_"))
+        result.update(calibration(s_sbi, truths, targets, SHORT, prefix="sbi_"))
+        result.update(info)
+        result["sbi_seconds_2500_lenses_5000_samples"] = round(sec_sbi, 1) if full else None
+        result["sbi_sampling_s"] = round(sec_sbi, 2)
+        done.write_text(json.dumps({"key": key, "result": result}))
+        print(f"[{setting}] sbi peer: {dump(result)}", flush=True)
+        return result
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def dump(result: dict[str, Any]) -> str:

@@ -247,6 +247,9 @@ def main() -> None:
                          "(bench/npe_anchors.py: DELVE g, r, i at 0.263″/pix of seed 003 with the sbi peer; HSC g, r, "
                          "i at 0.168″/pix of HOLISMOKES IV), each with its table beside the anchor's")
     ap.add_argument("--no-sbi", action="store_true", help="seeds-delve: skip the sbi peer")
+    ap.add_argument("--peer-only", action="store_true",
+                    help="seeds-delve: simulate (or reuse --workdir's images) and run only the sbi peer; its result is "
+                         "kept in the workdir and reused by the full run on the same workdir")
     ap.add_argument("--sbi-max-epochs", type=int, default=400, help="seeds-delve: cap on sbi's epochs (patience 20)")
     args = ap.parse_args()
     if args.setting != "hst":

@@ -94,13 +94,18 @@ def test_bench_npe_seeds_delve_quick():
 
 
 @pytest.mark.slow
-def test_bench_npe_seeds_delve_sbi_quick():
-    """The sbi peer path (the seed's net with sbi 0.27) on the same images, timed with the same timer."""
+def test_bench_npe_seeds_delve_sbi_quick(tmp_path):
+    """The sbi peer path (the seed's net with sbi 0.27) on the same images, timed with the same timer: first alone
+    (``--peer-only``), then the full run on the same workdir reuses that result beside ours."""
     if not _sbi_installed():
         pytest.skip("sbi is not installed (bench-only extra: pip install 'sbi==0.27.0')")
-    out = _run_args("science_npe.py", "--setting", "seeds-delve", "--quick")
+    args = ("--setting", "seeds-delve", "--quick", "--threads", "1", "--workdir", str(tmp_path))
+    alone = _run_args("science_npe.py", *args, "--peer-only")
+    assert "r2_e1" not in alone and alone["setting"] == "seeds-delve"
+    out = _run_args("science_npe.py", *args)
     for p in SEEDS_DELVE_PARAMS:
         assert math.isfinite(out[f"sbi_r2_{p}"]) and math.isfinite(out[f"r2_{p}"])
+        assert out[f"sbi_r2_{p}"] == alone[f"sbi_r2_{p}"]
     assert 0 <= out["sbi_tarp_max_dev"] <= 1 and out["sbi_sampling_s"] > 0 and out["sbi_train_s"] >= 0
     assert out["sbi_embedding_params"] == 72128  # the seed's embedding: its torchsummary total
     assert out["sbi_seconds_2500_lenses_5000_samples"] is None
