@@ -334,7 +334,7 @@ def sbi_available() -> tuple[bool, str]:
 
 
 def run_sbi(train_x: np.ndarray, train_theta: np.ndarray, low: np.ndarray, high: np.ndarray, *, max_epochs: int,
-            seed: int, quick: bool = False) -> tuple[Any, dict[str, Any]]:
+            seed: int, quick: bool = False, log_dir: Path | None = None) -> tuple[Any, dict[str, Any]]:
     """The seed's own estimator with ``sbi`` 0.27 (its documented flexible interface: ``posterior_nn`` with an
     ``embedding_net``, ``NPE`` trained one round, ``build_posterior``): the seed's embedding (three 3×3 conv layers of
     8, 16, 32 channels with ReLU and 2×2 max-pooling, then dense 2048 → 32 → 16: 72 128 parameters, its torchsummary),
@@ -357,7 +357,12 @@ def run_sbi(train_x: np.ndarray, train_theta: np.ndarray, low: np.ndarray, high:
     builder = posterior_nn(model="nsf", hidden_features=16 if quick else 128, num_transforms=2 if quick else 4,
                            embedding_net=embedding, z_score_x="structured")
     prior = BoxUniform(low=torch.as_tensor(low, dtype=torch.float32), high=torch.as_tensor(high, dtype=torch.float32))
-    inference = NPE(prior=prior, density_estimator=builder, show_progress_bars=False)
+    writer = None
+    if log_dir is not None:  # sbi's TensorBoard log (by default ./sbi-logs in the working directory)
+        from torch.utils.tensorboard.writer import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(log_dir))
+    inference = NPE(prior=prior, density_estimator=builder, show_progress_bars=False, summary_writer=writer)
     t0 = time.perf_counter()
     inference.append_simulations(torch.as_tensor(train_theta, dtype=torch.float32),
                                  torch.as_tensor(train_x, dtype=torch.float32))
@@ -556,7 +561,7 @@ def peer(args: Any, cfg: dict[str, Any], data: Path, cache: Path, full: bool) ->
         high = np.array([400.0, physics.sis_theta_e(400.0, 0.2, 0.8), 0.4, 0.4, 0.4, 0.8])
         torch.set_num_threads(args.threads)
         posterior, info = run_sbi(train_x, train_theta, low, high, max_epochs=args.sbi_max_epochs,
-                                  seed=int(cfg["seed"]), quick=args.quick)
+                                  seed=int(cfg["seed"]), quick=args.quick, log_dir=cache / "logs")
         del train_x
         print(f"[{setting}] training (sbi): {info}", flush=True)
         images, masks, truths, _, _ = _test_set(args.work, targets)
