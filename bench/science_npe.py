@@ -36,9 +36,14 @@ spline kernel of ``lensinfer.models.spline``).
 Reported (last line, one JSON object): ``r2_<param>`` (posterior median vs truth on the test set),
 ``tarp_max_dev`` (max |ECP − α| of the joint TARP test, Lemos et al. 2023), ``seconds_2500_lenses_5000_samples``
 (embedding + drawing 5000 posterior samples for each of 2500 lenses; measured on ``--timing-lenses`` lenses and
-scaled linearly unless that is 2500), the best validation NLL, and timings. Goals: R² ≥ 0.999 (θE), 0.99 (e1,
-e2); TARP max deviation ≤ 0.05; ≤ 20 s for the sampling. ``--quick`` shrinks everything (smoke test).
-Results: README "Results".
+scaled linearly unless that is 2500; ``sampling_extrapolated`` says which), the best validation NLL, and timings.
+Goals: R² ≥ 0.999 (θE), 0.99 (e1, e2); TARP max deviation ≤ 0.05; ≤ 20 s for the sampling. ``--quick`` shrinks
+everything (smoke test). Results: README "Results".
+
+``--setting seeds-delve`` and ``--setting holismokes`` (issue 18) run the anchors' own data instead — DELVE g, r, i at
+0.263″/pix with seed 003's prior and targets (σ_v, θE, e1, e2, z_l, z_s) and its estimator in ``sbi`` 0.27 beside
+ours; HSC g, r, i at 0.168″/pix with HOLISMOKES IV's targets and derived image positions / time delays — with the
+sampling time measured on all 2 500 × 5 000 (``bench/npe_anchors.py``; the default ``hst`` is the setting above).
 """
 
 from __future__ import annotations
@@ -237,7 +242,18 @@ def main() -> None:
                     help="torch (and spline-kernel) threads for sampling; use 1 when other processes share the cores "
                          "(the flow's many small ops then stall on OpenMP barriers)")
     ap.add_argument("--workdir", type=Path, default=None, help="keep/reuse simulations and models here")
+    ap.add_argument("--setting", choices=["hst", "seeds-delve", "holismokes"], default="hst",
+                    help="hst: the HST-like grid above (default); seeds-delve / holismokes: the anchors' own data "
+                         "(bench/npe_anchors.py: DELVE g, r, i at 0.263″/pix of seed 003 with the sbi peer; HSC g, r, "
+                         "i at 0.168″/pix of HOLISMOKES IV), each with its table beside the anchor's")
+    ap.add_argument("--no-sbi", action="store_true", help="seeds-delve: skip the sbi peer")
+    ap.add_argument("--peer-only", action="store_true",
+                    help="seeds-delve: simulate (or reuse --workdir's images) and run only the sbi peer; its result is "
+                         "kept in the workdir and reused by the full run on the same workdir")
+    ap.add_argument("--sbi-max-epochs", type=int, default=400, help="seeds-delve: cap on sbi's epochs (patience 20)")
     args = ap.parse_args()
+    if args.setting != "hst":
+        return anchor_main(ap, args)
     if args.no_shear and args.prior != "project":
         ap.error("--no-shear applies to --prior project (the seeds' prior has no shear)")
     shard_size = 500
@@ -306,7 +322,7 @@ def main() -> None:
             "r2_e2": round(reg["lens_e2"]["r2"], 5),
             "tarp_max_dev": round(float(tarp_res["max_dev"]), 4),
             "seconds_2500_lenses_5000_samples": round(seconds * 2500 / args.timing_lenses, 1),
-            "timing_lenses": args.timing_lenses,
+            "timing_lenses": args.timing_lenses, "sampling_extrapolated": args.timing_lenses != 2500,
             "best_val_nll": round(summary["best_val_loss"], 4), "epochs": summary["epochs"],
             "best_epoch": summary["best_epoch"], "n_train": args.n_train, "n_val": args.n_val, "n_test": args.n_test,
             "test_samples": args.test_samples, "pixel_scale": cfg["instrument"]["pixel_scale"],
@@ -317,6 +333,50 @@ def main() -> None:
             "total_s": round(time.perf_counter() - t_start),
         })
         print(json.dumps(result))
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def anchor_main(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--setting seeds-delve | holismokes``: the anchors' own data and tables (``bench/npe_anchors.py``). Their
+    data budget: 10 000 images, 9 000 to train (900 of them for early stopping, the seed's 10 % validation fraction)
+    and 1 000 to test, unless ``--n-train`` (fit + validation), ``--n-val`` or ``--n-test`` are given; sampling is
+    timed on 2 500 lenses × 5 000 samples (never scaled); ``--max-epochs`` defaults to 60 here."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import npe_anchors
+
+    given = {a.dest for a in ap._actions if any(opt in sys.argv for opt in a.option_strings)}
+    if "n_train" not in given:
+        args.n_train = 9000
+    if "n_val" not in given:
+        args.n_val = 900
+    if "n_test" not in given:
+        args.n_test = 1000
+    if "max_epochs" not in given:
+        args.max_epochs = 60
+    args.timing_lenses, args.n_samples, args.shard_size = 2500, 5000, 450
+    flow = dict(FLOW, embedding=dict(FLOW["embedding"], stretch=args.stretch or None))
+    train = dict(TRAIN)
+    if args.quick:
+        args.n_train, args.n_val, args.n_test, args.max_epochs, args.shard_size = 48, 16, 16, 1, 16
+        args.timing_lenses, args.n_samples, args.sbi_max_epochs = 20, 50, 1
+        train["batch_size"] = 16
+        flow.update(transforms=2, hidden_features=[16, 16], context_features=8,
+                    embedding={"depth": "small", "width": 4, "dropout": 0.0, "stretch": args.stretch or None})
+    if not 0 < args.n_val < args.n_train:
+        ap.error(f"--n-val must lie in (0, --n-train): got {args.n_val}, {args.n_train}")
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
+    tmp = None
+    if args.workdir is None:
+        tmp = tempfile.mkdtemp(prefix=f"bench_npe_{args.setting}_")
+        args.work = Path(tmp)
+    else:
+        args.work = args.workdir
+    args.work.mkdir(parents=True, exist_ok=True)
+    try:
+        result = npe_anchors.run(args, flow=flow, train=train, validated=_validated, full_masks=_full_masks)
+        print(npe_anchors.dump(result))
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

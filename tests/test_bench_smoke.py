@@ -113,3 +113,84 @@ def test_bench_memory_quick():
     for stage in stages:
         assert out[f"{stage}_peak_mb"] > 0 and out[f"{stage}_peak_mb_10x"] > 0, stage
     assert out["max_peak_ratio_10x"] == max(out[f"{s}_peak_ratio_10x"] for s in stages)
+
+
+def _run_args(script: str, *args: str) -> dict:
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(ROOT / ".numba_cache"), PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+SEEDS_DELVE_PARAMS = ("sigma_v", "theta_E", "e1", "e2", "z_l", "z_s")
+
+
+def _sbi_installed() -> bool:
+    try:
+        import sbi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_bench_npe_seeds_delve_quick():
+    """``--setting seeds-delve --quick --no-sbi``: the anchor's table keys, finite, with a measured sampling time."""
+    out = _run_args("science_npe.py", "--setting", "seeds-delve", "--quick", "--no-sbi")
+    assert out["setting"] == "seeds-delve" and out["bands"] == ["g", "r", "i"]
+    assert out["pixel_scale"] == 0.263 and out["num_pix"] == 64
+    for p in SEEDS_DELVE_PARAMS:
+        for key in ("r2", "mae", "median_precision", "median_frac_dev"):
+            assert math.isfinite(out[f"{key}_{p}"]), f"{key}_{p}"
+        assert out[f"mae_{p}"] >= 0 and out[f"r2_{p}"] <= 1
+        assert 0 <= out[f"sbc_chi2_p_{p}"] <= 1 and 0 <= out[f"sbc_ks_p_{p}"] <= 1
+    assert 0 <= out["tarp_max_dev"] <= 1
+    assert out["sampling_extrapolated"] is False and out["sampling_s"] > 0
+    assert out["seconds_2500_lenses_5000_samples"] is None  # quick: fewer lenses timed, no 2 500 × 5 000 figure
+    assert out["train_s"] >= 0 and "--no-sbi" in out["sbi_skipped"]
+
+
+@pytest.mark.slow
+def test_bench_npe_seeds_delve_sbi_quick(tmp_path):
+    """The sbi peer path (the seed's net with sbi 0.27) on the same images, timed with the same timer: first alone
+    (``--peer-only``), then the full run on the same workdir reuses that result beside ours."""
+    if not _sbi_installed():
+        pytest.skip("sbi is not installed (bench-only extra: pip install 'sbi==0.27.0')")
+    args = ("--setting", "seeds-delve", "--quick", "--threads", "1", "--workdir", str(tmp_path))
+    alone = _run_args("science_npe.py", *args, "--peer-only")
+    assert "r2_e1" not in alone and alone["setting"] == "seeds-delve"
+    out = _run_args("science_npe.py", *args)
+    for p in SEEDS_DELVE_PARAMS:
+        assert math.isfinite(out[f"sbi_r2_{p}"]) and math.isfinite(out[f"r2_{p}"])
+        assert out[f"sbi_r2_{p}"] == alone[f"sbi_r2_{p}"]
+    assert 0 <= out["sbi_tarp_max_dev"] <= 1 and out["sbi_sampling_s"] > 0 and out["sbi_train_s"] >= 0
+    assert out["sbi_embedding_params"] == 72128  # the seed's embedding: its torchsummary total
+    assert out["sbi_seconds_2500_lenses_5000_samples"] is None
+
+
+@pytest.mark.slow
+def test_bench_npe_holismokes_quick():
+    out = _run_args("science_npe.py", "--setting", "holismokes", "--quick")
+    assert out["setting"] == "holismokes" and out["pixel_scale"] == 0.168
+    for p in ("x", "y", "theta_E", "e_x", "e_y"):
+        assert out[f"d{p}_p16"] <= out[f"d{p}_p50"] <= out[f"d{p}_p84"], p
+        assert 0 <= out[f"sbc_ks_p_{p}"] <= 1
+    assert out["n_theta_e_gt_08"] > 0
+    for k in ("img_dx", "img_dy", "dt_frac"):  # null only if no test lens kept its multiplicity
+        vals = [out[f"{k}_p16"], out[f"{k}_p50"], out[f"{k}_p84"]]
+        assert all(v is None for v in vals) if out["n_same_multiplicity"] == 0 else vals == sorted(vals), k
+    assert 0 <= out["tarp_max_dev"] <= 1 and out["sampling_extrapolated"] is False
+
+
+def test_zero_point_for_depth_gives_five_sigma():
+    """The HSC zero points: a point source at the 5σ depth has S/N 5 (sky-limited, optimal Gaussian-PSF weights)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import npe_anchors
+    from lensinfer import physics
+
+    zp = npe_anchors.zero_point_for_depth(26.5, 22.0, 0.77, 600.0)
+    sigma = 0.77 / 2.3548
+    flux_e = float(physics.magnitude_to_cps(26.5, zp)) * 600.0
+    sky_e = float(physics.magnitude_to_cps(22.0, zp)) * 600.0  # e⁻ per arcsec²
+    assert flux_e / math.sqrt(4 * math.pi * sigma**2 * sky_e) == pytest.approx(5.0, rel=1e-3)

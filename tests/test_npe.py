@@ -378,6 +378,7 @@ def test_bench_science_npe_quick():
     for key in ("r2_theta_E", "r2_e1", "r2_e2", "tarp_max_dev", "seconds_2500_lenses_5000_samples"):
         assert np.isfinite(out[key]), key
     assert 0 <= out["tarp_max_dev"] <= 1 and out["seconds_2500_lenses_5000_samples"] > 0
+    assert out["sampling_extrapolated"] is True  # --quick times 8 lenses and scales: labelled so
 
 
 def test_dihedral_augmentation_matches_the_simulator(root):

@@ -77,3 +77,12 @@ def test_dm14_concentration_scalar_and_factor():
 def test_unknown_cosmology_named():
     with pytest.raises(ValueError, match="unknown cosmology"):
         physics.get_cosmology("nonsense")
+
+
+def test_sis_theta_e_from_velocity_dispersion():
+    from astropy.cosmology import Planck18
+
+    ratio = (Planck18.angular_diameter_distance_z1z2(0.3, 0.7) / Planck18.angular_diameter_distance(0.7)).value
+    # 4π (σ_v/c)² in arcsec for σ_v = 250 km/s: 4π (250/299792.458)² · 206264.806″ = 1.80248″
+    assert physics.sis_theta_e(250.0, 0.3, 0.7) == pytest.approx(1.80248 * ratio, rel=1e-4)
+    assert physics.sis_theta_e(500.0, 0.3, 0.7) == pytest.approx(4 * physics.sis_theta_e(250.0, 0.3, 0.7), rel=1e-12)

@@ -66,3 +66,19 @@ def test_placement_only_on_bright_pixels():
     row = np.round(y / 0.08 + 24.5)
     assert set(zip(row.astype(int), col.astype(int))) == {(10, 30)}
     assert np.abs(x - (30 - 24.5) * 0.08).max() <= 0.04 + 1e-12
+
+
+def test_sigma_v_prior_sets_theta_e_from_the_redshifts():
+    from lensinfer import physics
+    from lensinfer.simulate.scene import draw_macro
+
+    lens = {"z_lens": {"uniform": [0.2, 0.4]}, "z_source": {"uniform": [0.6, 0.8]},
+            "main": {"sigma_v": {"uniform": [150, 400]}, "gamma": 2.0, "e1": 0.1, "e2": 0.0, "center_x": 0.0,
+                     "center_y": 0.0},
+            "source": {"type": "sersic", "magnitude": 21.0, "R_sersic": 0.3, "n_sersic": 1.0, "e1": 0.0, "e2": 0.0,
+                       "center_x": 0.05, "center_y": 0.0}}
+    for seed in range(5):
+        p = draw_macro(np.random.default_rng(seed), lens, 26.75).params
+        assert 150 <= p["lens_sigma_v"] <= 400
+        assert p["lens_theta_E"] == pytest.approx(physics.sis_theta_e(p["lens_sigma_v"], p["z_lens"], p["z_source"]))
+        assert draw_macro(np.random.default_rng(seed), lens, 26.75).kwargs_lens[0]["theta_E"] == p["lens_theta_E"]

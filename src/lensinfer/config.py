@@ -83,7 +83,10 @@ def check_config(config: Mapping[str, Any], base_dir: str | Path = ".") -> None:
     if prior_bounds(lens["z_source"])[0] <= prior_bounds(lens["z_lens"])[1]:
         raise ConfigError("lens.z_source: the source prior must lie entirely above the lens prior (z_source > z_lens)")
     _within("lens.main.gamma", lens["main"]["gamma"], 1.01, 2.99, "the main-lens slope")
-    _within("lens.main.theta_E", lens["main"]["theta_E"], 1e-3, 10.0, "the Einstein radius (arcsec)")
+    if "sigma_v" in lens["main"]:
+        _within("lens.main.sigma_v", lens["main"]["sigma_v"], 1.0, 2000.0, "the velocity dispersion (km/s)")
+    else:
+        _within("lens.main.theta_E", lens["main"]["theta_E"], 1e-3, 10.0, "the Einstein radius (arcsec)")
     lo_m, hi_m = config["subhalos"]["log10_mass"]
     if not lo_m < hi_m:
         raise ConfigError(f"subhalos.log10_mass: need low < high, got {[lo_m, hi_m]}")

@@ -107,6 +107,14 @@ def sigma_crit(z_lens: float, z_source: float, cosmology: str = "planck18") -> f
     return LensPlane(z_lens, z_source, cosmology).sigma_crit
 
 
+def sis_theta_e(sigma_v: float, z_lens: float, z_source: float, cosmology: str = "planck18") -> float:
+    """Einstein radius (arcsec) of a singular isothermal sphere of velocity dispersion ``sigma_v`` (km/s):
+    θE = 4π (σ_v / c)² D_ds / D_s (Schneider, Ehlers & Falco 1992, eq. 8.35; deeplenstronomy / seed 003's σ_v →
+    θE). Check value: σ_v = 250 km/s at z 0.3/0.7 gives 0.941″ (Planck18: 1.8025″ × D_ds/D_s = 0.522)."""
+    plane = LensPlane(z_lens, z_source, cosmology)
+    return float(4.0 * math.pi * (float(sigma_v) * 1e3 / C_SI) ** 2 * plane.d_ds / plane.d_s / ARCSEC_RAD)
+
+
 def rho_crit(z_lens: float, z_source: float = 1.0, cosmology: str = "planck18") -> float:
     """ρ_c(z_lens) in M_sun/arcsec³ (check value 6169 at z = 0.2; spec §7 #1)."""
     return LensPlane(z_lens, max(z_source, z_lens + 1e-3), cosmology).rho_crit

@@ -245,7 +245,8 @@ class NoiseModel:
 
 #: parameter columns left unchanged by rotations/reflections of the image about its centre
 INVARIANT_COLUMNS = frozenset({
-    "gamma_pop", "n_sub", "nms_kappa", "subhalo_mass_total", "global_index", "lens_theta_E", "lens_gamma", "z_lens",
+    "gamma_pop", "n_sub", "nms_kappa", "subhalo_mass_total", "global_index", "lens_theta_E", "lens_sigma_v",
+    "lens_gamma", "z_lens",
     "z_source", "n_macro", "lens_light_magnitude", "lens_light_R_sersic", "lens_light_n_sersic", "lens_light_amp",
     "source_magnitude", "source_R_sersic", "source_n_sersic", "source_amp", "multipole3_a", "multipole4_a",
     "n_los", "delta_los", "los_mass_total"})

@@ -101,10 +101,13 @@ def _sersic_amp(magnitude: float, kwargs: dict[str, float], zero_point: float) -
 
 
 def draw_macro(rng: np.random.Generator, lens_cfg: Mapping[str, Any], zero_point: float, epl_model: str = "EPL",
-               cosmos: CosmosSource | None = None) -> MacroDraw:
+               cosmos: CosmosSource | None = None, cosmology: str = "planck18") -> MacroDraw:
     """Draw redshifts, the EPL main lens, shear, multipoles, lens light and source (spec §1.1).
 
     The source is a Sérsic profile (``lens.source.type: sersic``) or a COSMOS galaxy drawn by ``cosmos``.
+    ``lens.main.sigma_v`` (km/s, instead of ``theta_E``) draws a velocity dispersion and sets θE from it and the
+    redshifts (:func:`lensinfer.physics.sis_theta_e`, as the flow seeds' deeplenstronomy simulations); the column
+    ``lens_sigma_v`` is then added (drawn just before θE would be, so the other draws keep their order).
     """
     p: dict[str, float] = {}
     p["z_lens"] = draw(lens_cfg["z_lens"], rng)
@@ -113,6 +116,10 @@ def draw_macro(rng: np.random.Generator, lens_cfg: Mapping[str, Any], zero_point
         raise ValueError(f"drew z_source={p['z_source']:.3f} <= z_lens={p['z_lens']:.3f}: fix the redshift priors")
     main = lens_cfg["main"]
     for k in ("theta_E", "gamma", "e1", "e2", "center_x", "center_y"):
+        if k == "theta_E" and main.get("sigma_v") is not None:
+            p["lens_sigma_v"] = float(draw(main["sigma_v"], rng))
+            p["lens_theta_E"] = physics.sis_theta_e(p["lens_sigma_v"], p["z_lens"], p["z_source"], cosmology)
+            continue
         p[f"lens_{k}"] = draw(main[k], rng)
     lens_models = [epl_model]
     kwargs_lens: list[dict[str, float]] = [{k: p[f"lens_{k}"] for k in ("theta_E", "gamma", "e1", "e2", "center_x", "center_y")}]

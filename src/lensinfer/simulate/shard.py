@@ -87,7 +87,7 @@ def draw_scene(
     """Every draw of one image except its noise: macro model, population, subhalos placed on the smooth image."""
     inst = renderer.instrument
     epl_model = config["renderer"]["epl_model"]
-    macro = draw_macro(rng, config["lens"], inst.zero_point, epl_model, cosmos)
+    macro = draw_macro(rng, config["lens"], inst.zero_point, epl_model, cosmos, config["cosmology"])
     p = dict(macro.params)
     if "gamma_values" in population:
         values = population["gamma_values"]
