@@ -194,6 +194,8 @@ def undeclared_imports(paths: list[Path], declared: set[str]) -> dict[str, set[s
     """
     out: dict[str, set[str]] = {}
     for root in paths:
+        # the folder's own modules (a bench script importing its sibling) and the project's test helpers
+        local = {p.stem for p in root.rglob("*.py")} | {"tests"} if root.is_dir() else set()
         for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):
@@ -204,7 +206,7 @@ def undeclared_imports(paths: list[Path], declared: set[str]) -> dict[str, set[s
                     continue
                 for name in names:
                     top = name.split(".")[0]
-                    if top in sys.stdlib_module_names or top in ("lensinfer", "__future__"):
+                    if top in sys.stdlib_module_names or top in ("lensinfer", "__future__") or top in local:
                         continue
                     dists = {make_envs._norm(d) for d in DISTS.get(top, [])}
                     if not dists & declared:

@@ -27,7 +27,7 @@ FAMILIES: dict[str, tuple[str, list[str]]] = {
                   "requests", "matplotlib", "scikit-learn", "torch"]),
     "train": ("Training, curves, calibration, NPE diagnostics and inference rules (GPU rules)",
               ["numpy", "scipy", "astropy", "lenstronomy", "zarr", "torch", "zuko", "numba", "tarp", "scikit-learn",
-               "pyyaml", "tqdm", "matplotlib"]),
+               "pyyaml", "tqdm", "matplotlib", "paltas", "colossus", "reproject"]),
     "observe": ("Observation rules: mock frames, MAST download (astroquery) and preprocessing (reproject)",
                 ["numpy", "scipy", "astropy", "astroquery", "reproject", "requests", "matplotlib", "lenstronomy",
                  "paltas", "colossus", "numba", "zarr", "torch", "pyyaml", "tqdm", "scikit-learn"]),

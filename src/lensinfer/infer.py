@@ -22,6 +22,7 @@ import torch
 from .curves import Interval, combine, grid_centres, interval, mle, normalise, summarise_curve, wilks_threshold
 from .data.loader import Whitening
 from .models.ratio import RatioEstimator
+from .data.observed import load_observations
 from .progress import progress
 
 __all__ = [
@@ -90,13 +91,6 @@ def dataset_curves(model_path: str | Path, merged_dir: str | Path, masks_path: s
         npz.add("gamma", data.column("gamma_pop"))
         npz.add("n_sub", data.column("n_sub"))
     return load_npz_lazy(out_path)["curves"]
-
-
-def load_observations(images: list[str], masks: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Stacked observation images (N, [C,] H, W) float32 and masks (N, H, W) bool from ``.npy`` files."""
-    x = np.stack([np.load(p).astype(np.float32) for p in images])
-    m = np.stack([np.load(p).astype(bool) for p in masks])
-    return x, m
 
 
 def summarise_observations(*, names: list[str], grid: np.ndarray, curves: np.ndarray, thresholds_path: str | Path,

@@ -248,7 +248,7 @@ def run_misspecification(*, model_path: str | Path, reference_datasets: Iterable
     """The ``misspecification`` stage: embed the reference datasets ((merged_dir, masks) pairs) and the observations,
     assess every observation (:func:`assess`) and write the record as JSON."""
     from .data.loader import MergedDataset
-    from .infer import load_observations
+    from .data.observed import load_observations
     from .train import load_estimator
 
     cfg = {**DEFAULTS, **dict(cfg or {})}
