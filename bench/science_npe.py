@@ -96,6 +96,7 @@ def bench_config(n_train: int, n_val: int, n_test: int, shard_size: int, max_epo
                  "population": {k: v for k, v in pop.items() if k != "gamma"} | {"gamma_values": [2.0]}},
     }
     cfg["inference"]["cdm_datasets"] = []
+    cfg["inference"].pop("cdm_sweep", None)  # the demo config's sweep needs its NFW test sets
     cfg["observations"]["mock"]["population"] = dict(pop, placement_threshold=0.0)
     cfg["train"] = dict(TRAIN, max_epochs=max_epochs)
     cfg["flow"] = dict(FLOW)

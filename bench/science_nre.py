@@ -74,6 +74,7 @@ def bench_config(n_train: int, n_val: int, n_test: int, shard_size: int, max_epo
                  "population": test_pop},
     }
     cfg["inference"]["cdm_datasets"] = []
+    cfg["inference"].pop("cdm_sweep", None)  # the demo config's sweep needs its NFW test sets
     cfg["model"] = dict(OVERRIDES["model"])
     cfg["train"] = dict(OVERRIDES["train"], max_epochs=max_epochs)
     cfg["calibrate"] = {"kde_dataset": "val", "coverage_dataset": "test", "set_sizes": [1, 13], "n_sets": 40}
