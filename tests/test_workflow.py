@@ -22,6 +22,9 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 pytestmark = pytest.mark.slow
 
 
+TEST_CFG = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
+
+
 def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
     cmd = SNAKEMAKE + ["-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
                        "--configfile", str(configfile or workdir / "config.yaml"), *args]
@@ -353,7 +356,10 @@ def test_cdm_sweep_runs_and_its_figure_is_in_the_report(workdir, tmp_path):
     snakemake(wd, "--cores", "2", configfile=cfg)
     for est in ("nre", "npe"):
         cdm = json.loads((wd / f"results/inference/{est}/cdm_test_nfw_c4.json").read_text())
-        assert cdm["set_size"] == 13 and cdm["n_sets"] == 2 and 1.1 <= cdm["mle_percentiles"]["50"] <= 2.9
+        size = TEST_CFG["inference"]["combine_size"]  # disjoint sets of as many lenses as the mocks
+        n_images = TEST_CFG["datasets"]["test_nfw"]["shard_size"] * TEST_CFG["datasets"]["test_nfw"]["n_shards"]
+        assert cdm["set_size"] == size and cdm["n_sets"] == n_images // size
+        assert 1.1 <= cdm["mle_percentiles"]["50"] <= 2.9
         assert (wd / f"results/plots/{est}/cdm_sweep.png").stat().st_size > 10_000
     snakemake(wd, "--report", str(wd / "report.html"), configfile=cfg)
     assert "cdm_sweep.png" in (wd / "report.html").read_text(errors="ignore")
