@@ -204,7 +204,8 @@ def _with_grid(model: Path, out: Path, **grid) -> Path:
 
 def _thresholds(tmp: Path) -> Path:
     path = tmp / "thresholds.json"
-    path.write_text(json.dumps({"set_sizes": {"1": {"thresholds": {"0.68": 1.0}}}}))
+    # N = 1 (per lens) and N = 2 (the two lenses combined): thresholds exist for every N the summary uses
+    path.write_text(json.dumps({"set_sizes": {n: {"thresholds": {"0.68": 1.0}} for n in ("1", "2")}}))
     return path
 
 
