@@ -17,6 +17,10 @@ resident set size, the kernel's high-water mark ``VmHWM``):
                        ``--n-samples`` posterior samples per image (rule ``curves``, est=npe)
 * ``posterior_samples`` ``lensinfer.npe.posterior_samples``, ``--n-samples`` draws per image (rule ``posterior_samples``)
 * ``calibrate``        ``lensinfer.calibrate.run_calibration`` on the NRE curves (rule ``calibrate``)
+* ``train_nre``        ``lensinfer.train.train_ratio_estimator``, one epoch of the small NRE over the whole dataset
+                       (batch 64, the loader in the main process; the same set as validation) on the CPU (rules
+                       ``train_nre``/``train_flow`` share the loader): the host memory of training must not grow with
+                       the number of training images
 * ``baseline_data``    ``import lensinfer.data.merge`` and nothing else (the floor of the data stages)
 * ``baseline_torch``   ``import torch, lensinfer.infer, lensinfer.npe, lensinfer.calibrate`` (the other stages' floor)
 
@@ -53,7 +57,7 @@ PIXEL_SCALE = 0.04
 N_COLUMNS = 40
 GRID = {"low": 1.1, "high": 2.9, "n": 150}
 STAGES = ["baseline_data", "merge", "verify", "mask", "baseline_torch", "curves_nre", "curves_npe", "posterior_samples",
-          "calibrate"]
+          "calibrate", "train_nre"]
 SMALL_NRE = {"depth": "small", "width": 8, "head_hidden": 16, "dropout": 0.0}
 SMALL_FLOW = {"type": "nsf", "transforms": 2, "hidden_features": [16, 16], "bins": 4, "passes": 2,
               "context_features": 8, "embedding": {"depth": "small", "width": 8, "dropout": 0.0}}
@@ -161,6 +165,17 @@ def run_stage(stage: str, root: Path, args: argparse.Namespace) -> dict:
                                                  "n_nominal": 20},
                                   levels=[0.68, 0.95], seed=0, out_kde=root / "kde.npz",
                                   out_thresholds=root / "thresholds.json", out_coverage=root / "coverage.csv")
+    elif stage == "train_nre":
+        from lensinfer.config import load_config
+        from lensinfer.data.loader import load_whitening
+        from lensinfer.train import train_ratio_estimator
+
+        cfg = load_config(Path(__file__).resolve().parents[1] / "config" / "test.yaml")["train"]
+        cfg.update(batch_size=64, max_epochs=1, num_workers=0, device="cpu")
+        train_ratio_estimator(train_dir=merged, train_masks=merged / "masks.zarr", val_dir=merged,
+                              val_masks=merged / "masks.zarr", whitening=load_whitening(merged / "stats.json"),
+                              model_cfg=dict(SMALL_NRE), train_cfg=cfg, seed=0, out_model=root / "trained.pt",
+                              out_history=root / "history.csv", checkpoint_dir=root / "ckpt", threads=1)
     elif not stage.startswith("baseline"):
         raise ValueError(f"unknown stage {stage!r}")
     # VmHWM, not ru_maxrss: Linux carries the pre-exec high-water mark (the forking parent's RSS) into ru_maxrss

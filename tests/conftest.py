@@ -47,3 +47,33 @@ def make_synthetic_dataset(out: Path, n: int = 96, num_pix: int = 16, seed: int 
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"))
+
+
+@pytest.fixture(scope="session")
+def finished_test_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole DAG of config/test.yaml, run once per session through the user's command
+    (``snakemake --cores 2``) in a folder no test changes: tests that need a finished run work on a copy
+    (:func:`copy_run`), so the end-to-end module and the observation-source module share one simulation and
+    training instead of each running their own."""
+    import subprocess
+    import shutil
+    import sys
+
+    wd = tmp_path_factory.mktemp("finished")
+    shutil.copy(ROOT / "config" / "test.yaml", wd / "config.yaml")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(wd),
+           "--configfile", str(wd / "config.yaml"), "--cores", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500,
+                          env=dict(os.environ, NUMBA_CACHE_DIR=str(ROOT / ".numba_cache")))
+    if proc.returncode != 0:
+        raise AssertionError(f"snakemake --cores 2 on config/test.yaml failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return wd
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """A copy of a finished run (file times kept, so Snakemake sees it up to date) at ``dest``."""
+    import shutil
+
+    shutil.copytree(run, dest, symlinks=True)
+    return dest

@@ -65,10 +65,11 @@ def test_loader_workers_fit_the_jobs_threads():
 
 
 @pytest.mark.slow
-def test_gpu_rule_fails_clearly_when_the_granted_gpu_is_invisible(tmp_path, root):
+def test_gpu_rule_fails_clearly_when_the_granted_gpu_is_invisible(tmp_path, root, finished_test_run):
     """Through the user's command: a GPU rule (train_nre) of the tiny config with ``train.device: auto``, run as a
     scheduler would with a GPU granted (CUDA_VISIBLE_DEVICES=0) on this CPU-only torch, fails with the message in its
-    log and leaves no model; the same run with ``train.device: cpu`` (the config's explicit choice) trains."""
+    log and leaves no model; the same run with ``train.device: cpu`` (the config's explicit choice) trains.
+    On a copy of the session's finished run: the device setting reruns the training, not the simulation."""
     import os
     import subprocess
     import sys
@@ -77,6 +78,9 @@ def test_gpu_rule_fails_clearly_when_the_granted_gpu_is_invisible(tmp_path, root
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a usable GPU: nothing to refuse")
+    from .conftest import copy_run
+
+    tmp_path = copy_run(finished_test_run, tmp_path / "run")
     cfg = yaml.safe_load((root / "config" / "test.yaml").read_text())
     cfg["train"]["device"] = "auto"
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -85,6 +89,7 @@ def test_gpu_rule_fails_clearly_when_the_granted_gpu_is_invisible(tmp_path, root
            "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", "results/models/nre/model.pt"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode != 0
+    assert "rule simulate_shard:" not in proc.stdout + proc.stderr  # only the training reran
     log = (tmp_path / "logs" / "train" / "nre.log").read_text()
     assert "GPUUnavailableError" in log and "CUDA_VISIBLE_DEVICES=0" in log and "sees no CUDA device" in log
     assert not (tmp_path / "results" / "models" / "nre" / "model.pt").exists()

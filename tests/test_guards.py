@@ -248,6 +248,27 @@ def test_nre_inference_refuses_non_finite_pixels_and_accepts_the_training_grid(t
     assert sorted(summary["per_lens"]) == ["a", "b"] and (tmp_path / "curves.csv").exists()
 
 
+def test_reference_mode_lets_the_published_zero_point_through_and_says_so(tmp_path, nre_model):
+    """Paper-faithful preprocessing feeds raw ACS e⁻/s (ZP 25.94) to a model trained at 25.127, as the published
+    run did: no refusal, a warning, and the summary's ``input_notes`` name both zero points. Pixel scale is still
+    enforced in that mode."""
+    model = _with_grid(nre_model, tmp_path / "model.pt", pixel_scale=0.1, zero_point=25.127, units="e-/s")
+    images, masks, metas = _observations(tmp_path, ["a", "b"], (16, 16),
+                                         dict(MATCHING, zero_point_out=25.94, preprocess="reference"))
+    with pytest.warns(UserWarning, match="kept as the published run fed them"):
+        summary = _infer(tmp_path, model, images, masks, metas)
+    assert [n.split(":")[0] for n in summary["input_notes"]] == [f"observation {k} ({m})" for k, m in zip("ab", metas)]
+    assert all("zero point 25.94" in n and "trained at 25.127" in n for n in summary["input_notes"])
+    assert json.loads((tmp_path / "summary.json").read_text())["input_notes"] == summary["input_notes"]
+    for f in ("summary.json", "curves.csv"):
+        (tmp_path / f).unlink()
+    images, masks, metas = _observations(tmp_path, ["a", "b"], (16, 16),
+                                         dict(MATCHING, pixel_scale_arcsec=0.04, preprocess="reference"), seed=2)
+    with pytest.raises(GridMismatchError, match="pixel scale 0.04″"):
+        _infer(tmp_path, model, images, masks, metas)
+    assert not (tmp_path / "summary.json").exists()
+
+
 def test_npe_inference_refuses_a_mismatched_pixel_scale(tmp_path, synthetic_dataset):
     from lensinfer.npe import infer_observations as infer_npe
 

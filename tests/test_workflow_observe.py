@@ -27,6 +27,7 @@ import yaml
 from lensinfer.observe.fitsio import write_hst_like_fits
 from lensinfer.observe.lenses import reference_lens
 
+from .conftest import copy_run
 from .test_workflow import ROOT, SNAKEMAKE, planned_rules
 
 pytestmark = pytest.mark.slow
@@ -103,15 +104,16 @@ TARGETS = ["results/inference/nre/summary.json", "results/inference/npe/summary.
 
 
 @pytest.fixture(scope="module")
-def mast_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def mast_run(tmp_path_factory: pytest.TempPathFactory, finished_test_run: Path) -> dict:
     """The test DAG up to the inference summaries with source: mast (reference preprocessing), the HAPCut transport
-    replaced."""
-    wd = tmp_path_factory.mktemp("mast")
+    replaced — on a copy of the session's finished mock run, so only the observation branch and what reads it run
+    (the switch from mock to mast is itself the rerun a user's results/ sees)."""
+    wd = copy_run(finished_test_run, tmp_path_factory.mktemp("mast") / "run")
     frames = hapcut_fixture(wd / "hapcut")
     config = write_config(wd, "mast", lambda c: c.update(observations=mast_observations(MAST_LENSES)))
     env = transport_env(wd / "hapcut")
-    run(wd, config, "--cores", "2", *TARGETS, env=env)
-    return {"wd": wd, "config": config, "env": env, "frames": frames}
+    proc = run(wd, config, "--cores", "2", *TARGETS, env=env)
+    return {"wd": wd, "config": config, "env": env, "frames": frames, "log": proc.stdout + proc.stderr}
 
 
 def _read_frame(path: Path) -> np.ndarray:
@@ -138,6 +140,10 @@ def _check_mast_outputs(wd: Path, frames: dict[str, Path], lenses: list[str]) ->
         summary = json.loads((wd / f"results/inference/{est}/summary.json").read_text())
         block = summary["observations"]
         assert block["source"] == "mast" and block["preprocess"] == "reference"
+        # reference mode feeds the frames' raw e⁻/s at their own zero point (25.94) to a model trained at 25.127,
+        # as the published run did — let through, and said in the summary for every lens
+        notes = summary["input_notes"]
+        assert len(notes) == len(lenses) and all("zero point 25.94" in n and "25.127" in n for n in notes)
         assert sorted(block["per_lens"]) == sorted(lenses)
         for name in lenses:
             assert block["per_lens"][name]["sha256"] == hashlib.sha256(frames[name].read_bytes()).hexdigest()
@@ -146,7 +152,9 @@ def _check_mast_outputs(wd: Path, frames: dict[str, Path], lenses: list[str]) ->
 
 def test_mast_run_preprocesses_the_download(mast_run: dict) -> None:
     wd, frames = mast_run["wd"], mast_run["frames"]
-    assert not (wd / "results/observations/mock").exists()  # nothing was simulated in place of the data
+    log = mast_run["log"]  # the switch from the finished mock run: the downloads feed preprocess, nothing else runs
+    assert log.count("rule fetch_hst:") == len(MAST_LENSES) and log.count("rule preprocess:") == len(MAST_LENSES)
+    assert not re.search(r"^(local)?rule (observe_mock|simulate_shard|merge|train_nre|train_flow):", log, re.M)
     assert len(downloads(wd / "hapcut")) == len(MAST_LENSES)
     _check_mast_outputs(wd, frames, MAST_LENSES)
     assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(run(wd, mast_run["config"], "-n", *TARGETS))
@@ -179,8 +187,9 @@ def test_switching_source_reruns_the_observation_branch(mast_run: dict) -> None:
     mock = write_config(wd, "mock", lambda c: None)  # test.yaml: source mock
     targets = TARGETS
     planned = planned_rules(run(wd, mock, "-n", *targets))
-    assert {"observe_mock", "preprocess", "infer", "infer_flow", "plot_observations"} <= planned
-    assert not planned & {"fetch_hst", "simulate_shard", "merge", "train_nre", "train_flow", "calibrate"}
+    assert {"preprocess", "infer", "infer_flow", "plot_observations"} <= planned
+    # the mock frames of the finished mock run are kept in their own folder: switching back re-preprocesses them
+    assert not planned & {"observe_mock", "fetch_hst", "simulate_shard", "merge", "train_nre", "train_flow"}
     run(wd, mock, "--cores", "2", *targets, env=env)
     truths = sorted((wd / "results/observations/mock").glob("*/truth.json"))
     mock_lenses = [json.loads(p.read_text())["name"] for p in truths]

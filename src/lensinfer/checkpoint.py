@@ -22,6 +22,7 @@ import json
 import math
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -131,8 +132,13 @@ def _close(a: float, b: float, rel: float = 1e-6) -> bool:
 
 
 def check_observations(model_path: str | Path, grid: Mapping[str, Any] | None, n_channels: int,
-                       names: Sequence[str], images: np.ndarray, metadata: Sequence[str | Path] | None = None) -> None:
+                       names: Sequence[str], images: np.ndarray,
+                       metadata: Sequence[str | Path] | None = None) -> list[str]:
     """Refuse observations not on the model's training grid (:class:`GridMismatchError`, naming lens and file).
+
+    Returns the notes on what was let through: a zero point that differs from the training one is refused, except
+    for frames preprocessed in ``reference`` mode (the published run's raw e⁻/s, see docs/paper_fidelity.md),
+    where it is warned about and listed.
 
     ``images``: the stacked observations (N, [C,] H, W); ``n_channels``: the channels of the model's whitening;
     ``metadata``: the ``metadata.json`` of each observation (pixel scale, bands, zero point), optional.
@@ -151,8 +157,9 @@ def check_observations(model_path: str | Path, grid: Mapping[str, Any] | None, n
     if channels != n_channels:
         raise GridMismatchError(f"observations {list(names)}: {channels}-band images, but the model {model_path} was "
                                 f"trained on {n_channels}-band images; {fix}")
+    notes: list[str] = []
     if grid is None:
-        return
+        return notes
     if per_image[-1] != grid["num_pix"] or per_image[-2] != grid["num_pix"]:
         raise GridMismatchError(f"observations {list(names)}: images of {per_image[-2]}×{per_image[-1]} pixels, but the "
                                 f"model {model_path} was trained on {grid['num_pix']}×{grid['num_pix']}; {fix}")
@@ -174,7 +181,18 @@ def check_observations(model_path: str | Path, grid: Mapping[str, Any] | None, n
             zp_obs = None if any(z is None for z in zp_obs) else zp_obs
         if zp_model is not None and zp_obs is not None:
             a, b = np.atleast_1d(np.asarray(zp_obs, float)), np.atleast_1d(np.asarray(zp_model, float))
-            if a.shape != b.shape or not np.allclose(a, b, rtol=0, atol=1e-6):
+            same = a.shape == b.shape and np.allclose(a, b, rtol=0, atol=1e-6)
+            if not same and meta.get("preprocess") == "reference":
+                # paper-faithful mode feeds the frames as the published run did: raw e⁻/s at the frame's own zero
+                # point (ACS/WFC F814W ≈ 25.94) into a network trained at 25.127 — the reference's known mixed
+                # convention (docs/paper_fidelity.md). Allowed, but said: the summary records both zero points.
+                note = (f"{where}: raw e⁻/s at AB zero point {zp_obs}, the model {model_path} was trained at "
+                        f"{zp_model}; kept as the published run fed them (observations.preprocess: reference; "
+                        "'calibrated' converts the flux)")
+                warnings.warn(note, stacklevel=2)
+                notes.append(note)
+            elif not same:
                 raise GridMismatchError(f"{where}: flux units at AB zero point {zp_obs}, but the model {model_path} "
                                         f"was trained on images at zero point {zp_model} (its whitening assumes "
                                         f"them); {fix}")
+    return notes

@@ -179,11 +179,13 @@ def infer_observations(*, model_path: str | Path, thresholds_path: str | Path, k
     model = model.fused()  # BN folded into the convolutions, channels_last: same curves, half the CPU time
     grid = grid_centres(**{k: inference_cfg["grid"][k] for k in ("low", "high", "n")})
     x, m = load_observations(images, masks)
-    check_observations(model_path, load_model_file(model_path).get("grid"), whitening.n_channels, names, x, metadata)
+    notes = check_observations(model_path, load_model_file(model_path).get("grid"), whitening.n_channels, names, x,
+                               metadata)
     curves = log_ratio_curves(model, whitening, x, m, grid)
+    extra = {**summary_kw.pop("extra", {}), **({"input_notes": notes} if notes else {})}
     return summarise_observations(names=names, grid=grid, curves=curves, thresholds_path=thresholds_path,
                                   kde_path=kde_path, inference_cfg=inference_cfg, out_summary=out_summary,
-                                  out_curves=out_curves, **summary_kw)
+                                  out_curves=out_curves, extra=extra or None, **summary_kw)
 
 
 def infer_simulated_sets(curves_path: str | Path, thresholds_path: str | Path, inference_cfg: dict, seed: int,

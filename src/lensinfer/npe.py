@@ -234,7 +234,8 @@ def infer_observations(*, model_path: str | Path, thresholds_path: str | Path | 
     model, whitening = load_flow(model_path)
     grid = _grid(inference_cfg["grid"])
     x, m = load_observations(images, masks)
-    check_observations(model_path, load_model_file(model_path).get("grid"), whitening.n_channels, names, x, metadata)
+    notes = check_observations(model_path, load_model_file(model_path).get("grid"), whitening.n_channels, names, x,
+                               metadata)
     gen = torch.Generator().manual_seed(int(seed))
     samples, feats = sample_images(model, whitening, x, m, int(n_samples), gen)
     np.savez(out_samples, samples=samples, columns=np.array(whitening.targets), names=np.array(names))
@@ -242,7 +243,8 @@ def infer_observations(*, model_path: str | Path, thresholds_path: str | Path | 
     params = {name: {t: {"median": float(q[1, i, j]), "q16": float(q[0, i, j]), "q84": float(q[2, i, j])}
                      for j, t in enumerate(whitening.targets)} for i, name in enumerate(names)}
     if GAMMA not in whitening.targets:
-        summary = {"estimator": "npe", "n_lenses": len(names), "gamma": None, "per_lens_parameters": params}
+        summary = {"estimator": "npe", "n_lenses": len(names), "gamma": None, "per_lens_parameters": params,
+                   **({"input_notes": notes} if notes else {})}
         if misspecification is not None:
             from .misspecification import summary_entry
 
@@ -259,6 +261,7 @@ def infer_observations(*, model_path: str | Path, thresholds_path: str | Path | 
     return summarise_observations(names=names, grid=grid, curves=curves, thresholds_path=thresholds_path,
                                   kde_path=kde_path, inference_cfg=inference_cfg, out_summary=out_summary,
                                   out_curves=out_curves,
-                                  extra={"estimator": "npe", "per_lens_parameters": params},
+                                  extra={"estimator": "npe", "per_lens_parameters": params,
+                                         **({"input_notes": notes} if notes else {})},
                                   misspecification=misspecification, coverage_curves=coverage_curves,
                                   calibrate_cfg=calibrate_cfg, seed=seed)

@@ -26,6 +26,8 @@
 #   LENSINFER_SLURM_REPO          workflow checkout to test (default: this repository)
 #   LENSINFER_SLURM_CONFIGFILE    workflow config (default config/test.yaml)
 #   LENSINFER_SLURM_RUN_TIMEOUT   seconds for the snakemake run (default 1200)
+#   LENSINFER_SLURM_TARGETS       space-separated targets (default: the whole DAG, rule all); every check
+#                                 below (nothing left to do, outputs, accounting) applies to these targets' DAG
 #   LENSINFER_SLURM_KEEP_RUNNING  1: leave the cluster running afterwards
 #   LENSINFER_SLURM_KEEP_WORKDIR  1: keep the temp copy (printed) for inspection
 set -euo pipefail
@@ -36,6 +38,7 @@ REPO=$(cd "${LENSINFER_SLURM_REPO:-$HERE}" && pwd)
 CLUSTER=(bash "$HERE/tools/slurm_cluster.sh")
 CONFIGFILE=${LENSINFER_SLURM_CONFIGFILE:-config/test.yaml}
 RUN_TIMEOUT=${LENSINFER_SLURM_RUN_TIMEOUT:-1200}
+read -r -a TARGETS <<<"${LENSINFER_SLURM_TARGETS:-}"
 PROFILE_REL=profiles/slurm
 GPU_RULE=train_nre
 T0=$SECONDS
@@ -149,6 +152,7 @@ SM_ARGS=(
   --slurm-init-seconds-before-status-checks 2   # poll soon: jobs here take seconds
   --slurm-keep-successful-logs
   "$@"                                          # extra snakemake options (debugging)
+  "${TARGETS[@]}"                               # none: rule all
 )
 # Which rules ask for a GPU, as this profile + workflow resolve them (the dry-run's resources)
 timeout 300 "$SNAKEMAKE" -n "${SM_ARGS[@]}" >"$WORK/dryrun-before.log" 2>&1 ||
@@ -206,7 +210,7 @@ fi
 say "workflow on SLURM: ${RUN_S} s"
 
 # ---- 3. every output exists, nothing left to do ----------------------------------------------
-LOCAL_ARGS=(--configfile "$CONFIGFILE" --cores 1)
+LOCAL_ARGS=(--configfile "$CONFIGFILE" --cores 1 "${TARGETS[@]}")
 timeout 300 "$SNAKEMAKE" -n "${LOCAL_ARGS[@]}" >"$WORK/dryrun.log" 2>&1 ||
   { tail -n 30 "$WORK/dryrun.log" >&2; fail "dry-run after the run failed"; }
 grep -q 'Nothing to be done' "$WORK/dryrun.log" ||
