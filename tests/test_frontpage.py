@@ -75,6 +75,18 @@ def test_flagged_lenses_are_listed_when_the_check_exists():
     assert "no lens flagged (of 13)" in clean
 
 
+def test_input_notes_are_said_on_the_front_page():
+    """Reference-mode inputs let through with a zero point other than the training one (summary input_notes)."""
+    notes = [f"observation J{i:04d}+0000 (m.json): raw e⁻/s at AB zero point 25.94, the model was trained at 25.127"
+             for i in range(2)]
+    res = read_result("nre", _summary(input_notes=notes))
+    assert res.input_notes == notes
+    rst = front_page_rst([res])
+    assert "Input (NRE), 2 note(s): observation J0000+0000" in rst and r"and 1 more in summary.json input\_notes" in rst
+    assert "note(s)" not in front_page_rst([read_result("nre", _summary())])
+    _docutils_html(rst)
+
+
 def test_source_from_the_summary_wins_over_the_config():
     for extra, expected in [({"observation_source": "mast"}, "HST images downloaded from MAST"),
                             ({"observations": {"source": "local", "local_dir": "obs"}}, "local FITS files; local_dir: obs")]:

@@ -66,6 +66,8 @@ class EstimatorResult:
     misspecification_checked: bool = False
     flagged: list[tuple[str, float | None]] = field(default_factory=list)
     source: Any = None
+    #: what inference let through and said (``summary.json`` ``input_notes``, e.g. reference-mode zero points)
+    input_notes: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -82,6 +84,7 @@ def read_result(estimator: str, summary: Mapping[str, Any]) -> EstimatorResult:
     n = int(summary.get("n_lenses", len(per_lens) or len(summary.get("per_lens_parameters") or {})))
     res = EstimatorResult(estimator=estimator, n_lenses=n,
                           source=summary.get("observation_source", summary.get("observations", summary.get("source"))))
+    res.input_notes = [str(n) for n in summary.get("input_notes") or []]
     combined = summary.get("combined")
     if not combined:
         return res
@@ -158,6 +161,11 @@ def _notes(results: Sequence[EstimatorResult]) -> list[str]:
                          f"flagged — {names}. Their curves may not be trustworthy.")
         else:
             notes.append(f"Misspecification check ({r.estimator.upper()}): no lens flagged (of {r.n_lenses}).")
+    for r in results:
+        if r.input_notes:
+            notes.append(f"Input ({r.estimator.upper()}), {len(r.input_notes)} note(s): {r.input_notes[0]}"
+                         + (f" (and {len(r.input_notes) - 1} more in summary.json input_notes)"
+                            if len(r.input_notes) > 1 else ""))
     return notes
 
 
