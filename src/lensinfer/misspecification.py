@@ -28,7 +28,19 @@ observed (preprocessed) lens, both computed in the DAG (rule ``misspecification`
     p = (1 + #{held-out d ≥ d_obs}) / (1 + n_held-out) (Vovk et al. 2005), valid (P(p ≤ α) ≤ α) for an observation
     drawn like the simulations.
 
-A lens is **flagged** when p < ``alpha`` (default 0.01) or the noise ratio is outside the accepted band.
+(c) **Image statistics, independent of the network.** A trained embedding need not respond to what its training
+    never varied (a wider PSF, another pixel scale, clumpier sources): it was trained to ignore whatever does not
+    inform the target. The same Gaussian reference and conformal p-value are therefore also computed on a fixed,
+    model-free summary of each whitened image, whole frame (:func:`image_statistics`): the shape of the azimuthally
+    averaged log power spectrum in ``N_POWER_BINS`` radial bands from the lowest non-zero frequency to Nyquist — the
+    PSF width, the pixel scale and the noise correlation set its slope — its level, and the standard deviation,
+    skewness and kurtosis of the pixels (the light's brightness distribution). Summary statistics are the classical
+    two-sample features of simulation-based inference (Cranmer, Brehmer & Louppe 2020, PNAS 117, 30055, §"summary
+    statistics"); here they guard the learned one.
+
+The two p-values are combined with Bonferroni's rule, p = min(1, 2 · min(p_embedding, p_statistics)), which keeps
+P(p ≤ α) ≤ α for matched observations. A lens is **flagged** when p < ``alpha`` (default 0.01) or the noise ratio is
+outside the accepted band.
 ``inference.exclude_flagged: true`` leaves flagged lenses out of the combined γ (:func:`lensinfer.infer.summarise_observations`).
 """
 
@@ -49,6 +61,8 @@ __all__ = [
     "Reference",
     "embed_images",
     "embed_dataset",
+    "image_statistics",
+    "N_POWER_BINS",
     "fit_reference",
     "mahalanobis",
     "conformal_p_values",
@@ -88,12 +102,44 @@ def embed_images(model: torch.nn.Module, whitening: Any, images: np.ndarray, mas
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
+#: radial bands of the power spectrum in :func:`image_statistics`
+N_POWER_BINS = 8
+
+
+def image_statistics(images: np.ndarray, whitening: Any) -> np.ndarray:
+    """Model-free summary (B, C·(N_POWER_BINS + 4)) float64 of raw images (B, [C,] H, W), whitened with the training
+    constants over the *whole* frame (no mask: the PSF and pixel scale show in the outer arcs and the noise too):
+    per band, the shape of the azimuthally averaged power spectrum |FFT|²/(H·W) — log10 power in ``N_POWER_BINS``
+    equal radial bands from the lowest non-zero frequency to Nyquist (0.5 cycles per pixel), minus its mean over the
+    bands (all but the first band kept; a brighter lens does not change the shape, a wider PSF steepens it) — then
+    that mean (the overall amplitude), log10 of the pixel standard deviation, the skewness and log10(kurtosis) of the
+    pixels (module docstring, (c))."""
+    raw = np.asarray(images, np.float32)
+    x = np.asarray(whitening.images(raw, np.ones((raw.shape[0],) + raw.shape[-2:], np.float32)), np.float64)
+    x = x[:, None] if x.ndim == 3 else x
+    b, c, h, w = x.shape
+    k = np.hypot(np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :])
+    edges = np.linspace(1.0 / max(h, w), 0.5, N_POWER_BINS + 1)
+    band = np.digitize(k, edges) - 1  # −1: the DC term and below the first band; N_POWER_BINS: beyond Nyquist
+    power = np.abs(np.fft.rfft2(x)) ** 2 / (h * w)  # (B, C, H, W//2+1)
+    spec = np.log10(np.stack([power[..., band == j].mean(axis=-1) for j in range(N_POWER_BINS)], axis=-1) + 1e-12)
+    level = spec.mean(axis=-1, keepdims=True)
+    dev = x - x.mean(axis=(-2, -1), keepdims=True)
+    var = np.maximum((dev ** 2).mean(axis=(-2, -1)), 1e-24)
+    skew = (dev ** 3).mean(axis=(-2, -1)) / var ** 1.5
+    kurt = (dev ** 4).mean(axis=(-2, -1)) / var ** 2
+    feats = np.concatenate([(spec - level)[..., 1:], level, 0.5 * np.log10(var)[..., None], skew[..., None],
+                            np.log10(kurt)[..., None]], -1)
+    return feats.reshape(b, -1)
+
+
 @torch.inference_mode()
 def embed_dataset(model: torch.nn.Module, whitening: Any, merged_dir: str | Path, masks_path: str | Path,
-                  max_images: int | None = None, batch_size: int = 64, border: int = 3
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  max_images: int | None = None, batch_size: int = 64, border: int = 3, statistics: bool = False
+                  ) -> tuple[np.ndarray, ...]:
     """(embedding (N, F), border background (N,) in e⁻/s) of a simulated dataset's images, with the same fixed noise
-    realisation as their γ curves (noiseless storage: seeded by the dataset name), at most ``max_images``."""
+    realisation as their γ curves (noiseless storage: seeded by the dataset name), at most ``max_images``; with
+    ``statistics``, also their :func:`image_statistics` (N, S) as a third array."""
     from .data.loader import MergedDataset, noise_model_of
     from .seeds import torch_seed
 
@@ -102,13 +148,17 @@ def embed_dataset(model: torch.nn.Module, whitening: Any, merged_dir: str | Path
     n = len(data) if max_images is None else min(len(data), int(max_images))
     gen = torch.Generator().manual_seed(torch_seed(0, f"misspecification/{data.manifest.dataset}"))
     embed = _embedder(model)
-    feats, bkg = [], []
+    feats, bkg, stats = [], [], []
     for i in range(0, n, batch_size):
         x, m = data.read(np.arange(i, min(i + batch_size, n)))
         if noise is not None:
             noise.add_(x, gen)
         bkg.append(np.array([border_background(img, border) for img in x]))
+        if statistics:
+            stats.append(image_statistics(x, whitening))
         feats.append(embed(torch.from_numpy(whitening.images(x, m))).double().numpy())
+    if statistics:
+        return np.concatenate(feats), np.concatenate(bkg), np.concatenate(stats)
     return np.concatenate(feats), np.concatenate(bkg)
 
 
@@ -171,13 +221,26 @@ def simulation_sigma(shard_attrs: Sequence[Mapping[str, Any]]) -> float:
 
 def assess(*, names: Sequence[str], features: np.ndarray, noise_sigmas: Sequence[float | None],
            backgrounds: Sequence[float], reference: Reference, sim_sigma: float, sim_backgrounds: np.ndarray,
-           cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The check's record: per lens noise ratio, background, score, p-value, flag and reasons; plus the settings."""
+           cfg: Mapping[str, Any] | None = None, statistics: np.ndarray | None = None,
+           statistics_reference: Reference | None = None) -> dict[str, Any]:
+    """The check's record: per lens noise ratio, background, score, p-value, flag and reasons; plus the settings.
+
+    With ``statistics`` (:func:`image_statistics` of the observations) and their ``statistics_reference``, the
+    p-value is the Bonferroni combination of the embedding's and the statistics' (module docstring)."""
     cfg = {**DEFAULTS, **dict(cfg or {})}
     alpha = float(cfg["alpha"])
     lo, hi = (float(v) for v in cfg["noise_ratio_range"])
     scores = mahalanobis(features, reference.mean, reference.precision)
-    p = conformal_p_values(scores, reference.heldout_scores)
+    p_emb = conformal_p_values(scores, reference.heldout_scores)
+    if (statistics is None) != (statistics_reference is None):
+        raise ValueError("assess: statistics and statistics_reference go together")
+    if statistics is not None:
+        stat_scores = mahalanobis(statistics, statistics_reference.mean, statistics_reference.precision)
+        p_stat = conformal_p_values(stat_scores, statistics_reference.heldout_scores)
+        p = np.minimum(1.0, 2.0 * np.minimum(p_emb, p_stat))
+    else:
+        stat_scores = p_stat = None
+        p = p_emb
     sim_bkg_range = [float(v / sim_sigma) for v in np.percentile(sim_backgrounds, [1, 99])]
     lenses: dict[str, Any] = {}
     for i, name in enumerate(names):
@@ -185,7 +248,10 @@ def assess(*, names: Sequence[str], features: np.ndarray, noise_sigmas: Sequence
         ratio = float(sigma) / sim_sigma if sigma is not None and np.isfinite(sigma) else float("nan")
         reasons = []
         if p[i] < alpha:
-            reasons.append(f"embedding p-value {p[i]:.3g} < alpha {alpha:g}")
+            which = ("embedding" if p_stat is None else
+                     "embedding" if p_emb[i] <= p_stat[i] else "image-statistics")
+            reasons.append(f"{which} p-value {p[i]:.3g} < alpha {alpha:g}"
+                           + ("" if p_stat is None else " (Bonferroni over the embedding and the image statistics)"))
         if not lo <= ratio <= hi:
             reasons.append(f"noise ratio {ratio:.3g} outside [{lo:g}, {hi:g}]")
         lenses[name] = {
@@ -196,10 +262,16 @@ def assess(*, names: Sequence[str], features: np.ndarray, noise_sigmas: Sequence
             "p_value": float(p[i]),
             "flagged": bool(reasons),
             "reasons": reasons,
+            "p_value_embedding": float(p_emb[i]),
         }
+        if p_stat is not None:
+            lenses[name].update(score_statistics=float(stat_scores[i]), p_value_statistics=float(p_stat[i]))
     return {
         "method": "Mahalanobis distance in the estimator's embedding (Ledoit-Wolf covariance), conformal p-value "
-                  "against held-out simulated images; noise sigma against the simulation's sigma_bkg",
+                  "against held-out simulated images"
+                  + ("" if p_stat is None else "; the same on model-free image statistics (radial power spectrum, "
+                     "pixel moments), Bonferroni-combined")
+                  + "; noise sigma against the simulation's sigma_bkg",
         "alpha": alpha,
         "noise_ratio_range": [lo, hi],
         "simulation_sigma_bkg": float(sim_sigma),
@@ -254,13 +326,15 @@ def run_misspecification(*, model_path: str | Path, reference_datasets: Iterable
     cfg = {**DEFAULTS, **dict(cfg or {})}
     _, model, whitening = load_estimator(model_path)
     model = model.fused()  # type: ignore[operator]
-    feats, bkgs, sigma = [], [], None
+    feats, bkgs, stats, sigma = [], [], [], None
     pairs = list(reference_datasets)
     per = max(1, int(cfg["max_reference"]) // max(1, len(pairs)))
     for merged_dir, masks_path in pairs:
-        f, b = embed_dataset(model, whitening, merged_dir, masks_path, max_images=per, border=int(cfg["border"]))
+        f, b, st = embed_dataset(model, whitening, merged_dir, masks_path, max_images=per, border=int(cfg["border"]),
+                                 statistics=True)
         feats.append(f)
         bkgs.append(b)
+        stats.append(st)
         if sigma is None:
             sigma = simulation_sigma(MergedDataset(merged_dir, masks_path).shard_attrs())
     if sigma is None:
@@ -270,7 +344,9 @@ def run_misspecification(*, model_path: str | Path, reference_datasets: Iterable
     obs_feats = embed_images(model, whitening, x, m)
     record = assess(names=names, features=obs_feats, noise_sigmas=[_noise_sigma(p) for p in metadata],
                     backgrounds=[border_background(img, int(cfg["border"])) for img in x], reference=reference,
-                    sim_sigma=sigma, sim_backgrounds=np.concatenate(bkgs), cfg=cfg)
+                    sim_sigma=sigma, sim_backgrounds=np.concatenate(bkgs), cfg=cfg,
+                    statistics=image_statistics(x, whitening),
+                    statistics_reference=fit_reference(np.concatenate(stats)))
     Path(out_path).write_text(json.dumps(record, indent=2) + "\n")
     return record
 
@@ -348,14 +424,16 @@ def preprocessed_mocks(config: Mapping[str, Any], analysis_instrument: Mapping[s
     return np.stack(images).astype(np.float32), np.stack(masks).astype(bool), sigmas
 
 
-def flag_rates(*, estimators: Mapping[str, tuple[torch.nn.Module, Any, Reference]], sim_sigma: float,
+def flag_rates(*, estimators: Mapping[str, tuple], sim_sigma: float,
                sim_backgrounds: np.ndarray, config: Mapping[str, Any], n: int, workdir: str | Path,
                cfg: Mapping[str, Any] | None = None, conditions: Sequence[str] = PERTURBATIONS,
                populations: Mapping[str, Mapping[str, Any]] | None = None, cosmos_dir: str | Path | None = None,
                split_lists: str | Path | None = None) -> dict[str, dict[str, dict[str, Any]]]:
-    """Share of ``n`` mocks flagged per estimator ((model, whitening, reference) by name) and condition
-    (:func:`perturbed_config`; ``populations`` adds matched-instrument conditions with other subhalo populations,
-    e.g. the demo mocks' NFW), with the shares flagged by each check. The same mocks serve every estimator."""
+    """Share of ``n`` mocks flagged per estimator and condition (:func:`perturbed_config`; ``populations`` adds
+    matched-instrument conditions with other subhalo populations, e.g. the demo mocks' NFW), with the shares flagged
+    by each check. ``estimators``: name → (model, whitening, embedding reference) or (model, whitening, embedding
+    reference, image-statistics reference) — the second form is the DAG's check. The same mocks serve every
+    estimator."""
     cfg = {**DEFAULTS, **dict(cfg or {})}
     jobs = [(c, c, None) for c in conditions] + [(name, "matched", pop) for name, pop in (populations or {}).items()]
     out: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in estimators}
@@ -363,15 +441,22 @@ def flag_rates(*, estimators: Mapping[str, tuple[torch.nn.Module, Any, Reference
         mock_cfg = perturbed_config(config, kind, population=pop, cosmos_dir=cosmos_dir, split_lists=split_lists)
         x, m, sigmas = preprocessed_mocks(mock_cfg, config["instrument"], n, Path(workdir) / label)
         backgrounds = [border_background(img, int(cfg["border"])) for img in x]
-        for name, (model, whitening, reference) in estimators.items():
+        for name, (model, whitening, reference, *rest) in estimators.items():
+            stat_ref = rest[0] if rest else None
+            stats = None if stat_ref is None else image_statistics(x, whitening)
             record = assess(names=[str(i) for i in range(n)], features=embed_images(model, whitening, x, m),
                             noise_sigmas=sigmas, backgrounds=backgrounds, reference=reference, sim_sigma=sim_sigma,
-                            sim_backgrounds=sim_backgrounds, cfg=cfg)
+                            sim_backgrounds=sim_backgrounds, cfg=cfg, statistics=stats,
+                            statistics_reference=stat_ref)
             lenses = list(record["lenses"].values())
             out[name][label] = {
                 "n": n,
                 "flag_rate": float(np.mean([v["flagged"] for v in lenses])),
-                "flag_rate_embedding": float(np.mean([v["p_value"] < cfg["alpha"] for v in lenses])),
+                "flag_rate_p_value": float(np.mean([v["p_value"] < cfg["alpha"] for v in lenses])),
+                # each p-value alone against alpha (the flag uses their Bonferroni combination)
+                "flag_rate_embedding": float(np.mean([v["p_value_embedding"] < cfg["alpha"] for v in lenses])),
+                **({"flag_rate_statistics": float(np.mean([v["p_value_statistics"] < cfg["alpha"] for v in lenses]))}
+                   if stat_ref is not None else {}),
                 "flag_rate_noise": float(np.mean([any("noise" in r for r in v["reasons"]) for v in lenses])),
                 "median_p_value": float(np.median([v["p_value"] for v in lenses])),
                 "median_noise_ratio": float(np.median([v["noise_ratio"] for v in lenses])),
