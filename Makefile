@@ -44,7 +44,9 @@ report: $(STAMP)
 	$(BIN)/snakemake --report results/report.html
 
 dag: $(STAMP)
-	$(BIN)/snakemake --rulegraph | dot -Tpng > docs/rulegraph.png
+	@# via a file: a missing or failing dot (Debian: apt-get install graphviz) leaves the committed figure intact
+	$(BIN)/snakemake --rulegraph > $(VENV)/rulegraph.dot
+	dot -Tpng $(VENV)/rulegraph.dot -o docs/rulegraph.png
 
 # regenerate requirements.lock from requirements.in (deterministic: same inputs and LOCK_DATE, same file)
 lock: $(STAMP)

@@ -108,9 +108,9 @@ def test_bench_simulate_without_caustics_reports_the_lenstronomy_peers(monkeypat
 
 @pytest.mark.slow
 def test_bench_memory_quick():
-    """Three of the seven stages (each one runs in its own interpreter, twice): the smoke test of the bench's
+    """Four of the ten stages (each one runs in its own interpreter, twice): the smoke test of the bench's
     plumbing; the full bench measures them all."""
-    stages = ("merge", "mask", "curves_npe")
+    stages = ("merge", "mask", "curves_npe", "train_nre")
     out = _run("memory.py", "--stages", ",".join(stages))
     for stage in stages:
         assert out[f"{stage}_peak_mb"] > 0 and out[f"{stage}_peak_mb_10x"] > 0, stage
