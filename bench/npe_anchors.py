@@ -468,22 +468,30 @@ def run(args: Any, *, flow: dict[str, Any], train: dict[str, Any], validated: Ca
     return result
 
 
+def train_bench_flow(cfg: dict[str, Any], data: Path, out: Path, threads: int) -> dict[str, Any]:
+    """The project's training loop on a bench's simulated ``data`` (train/val folders with masks and the train
+    set's whitening), writing model, history and per-epoch checkpoints under ``out`` (resumes from them)."""
+    from lensinfer.train import train_flow_posterior
+
+    out.mkdir(parents=True, exist_ok=True)
+    return train_flow_posterior(
+        train_dir=data / "train", train_masks=data / "train" / "masks.zarr", val_dir=data / "val",
+        val_masks=data / "val" / "masks.zarr", whitening=data / "train" / "stats.json", flow_cfg=cfg["flow"],
+        train_cfg=cfg["train"], seed=cfg["seed"], out_model=out / "model.pt", out_history=out / "history.csv",
+        checkpoint_dir=out / "checkpoints", threads=threads)
+
+
 def ours(args: Any, cfg: dict[str, Any], data: Path, out: Path, full: bool) -> dict[str, Any]:
     """Train lensinfer's flow with the project's loop (resumes from its per-epoch checkpoint), then time 2 500 ×
     5 000 samples and compute the setting's metrics on the test lenses."""
     import torch
 
-    from lensinfer.train import read_history, train_flow_posterior
+    from lensinfer.train import read_history
 
     setting = args.setting
-    out.mkdir(exist_ok=True)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    summary = train_flow_posterior(
-        train_dir=data / "train", train_masks=data / "train" / "masks.zarr", val_dir=data / "val",
-        val_masks=data / "val" / "masks.zarr", whitening=data / "train" / "stats.json", flow_cfg=cfg["flow"],
-        train_cfg=cfg["train"], seed=cfg["seed"], out_model=out / "model.pt", out_history=out / "history.csv",
-        checkpoint_dir=out / "checkpoints", threads=args.threads)
+    summary = train_bench_flow(cfg, data, out, args.threads)
     t_wall = time.perf_counter() - t0
     # training time = the epochs' own seconds (history.csv), right also when this run resumed from a checkpoint
     t_train = sum(row["seconds"] for row in read_history(out / "history.csv"))

@@ -292,17 +292,14 @@ def main() -> None:
         t_sim = time.perf_counter() - t_start
         print(f"simulation: {t_sim:.0f} s wall, {sim_cpu:.0f} CPU s", flush=True)
 
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from npe_anchors import train_bench_flow
+
         from lensinfer.npe import posterior_samples
-        from lensinfer.train import train_flow_posterior
 
         data, out = work / "data", work / "model"
-        out.mkdir(exist_ok=True)
         t0 = time.perf_counter()
-        summary = train_flow_posterior(
-            train_dir=data / "train", train_masks=data / "train" / "masks.zarr", val_dir=data / "val",
-            val_masks=data / "val" / "masks.zarr", whitening=data / "train" / "stats.json", flow_cfg=cfg["flow"],
-            train_cfg=cfg["train"], seed=cfg["seed"], out_model=out / "model.pt", out_history=out / "history.csv",
-            checkpoint_dir=out / "checkpoints", threads=args.threads)
+        summary = train_bench_flow(cfg, data, out, args.threads)
         t_train = time.perf_counter() - t0
         print(f"training: best val NLL {summary['best_val_loss']:.3f} at epoch {summary['best_epoch']} "
               f"({summary['epochs']} epochs, {t_train:.0f} s)", flush=True)
