@@ -182,10 +182,10 @@ def infer_observations(*, model_path: str | Path, thresholds_path: str | Path, k
     notes = check_observations(model_path, load_model_file(model_path).get("grid"), whitening.n_channels, names, x,
                                metadata)
     curves = log_ratio_curves(model, whitening, x, m, grid)
-    extra = {**summary_kw.pop("extra", {}), **({"input_notes": notes} if notes else {})}
     return summarise_observations(names=names, grid=grid, curves=curves, thresholds_path=thresholds_path,
                                   kde_path=kde_path, inference_cfg=inference_cfg, out_summary=out_summary,
-                                  out_curves=out_curves, extra=extra or None, **summary_kw)
+                                  out_curves=out_curves, extra={"input_notes": notes} if notes else None,
+                                  **summary_kw)
 
 
 def infer_simulated_sets(curves_path: str | Path, thresholds_path: str | Path, inference_cfg: dict, seed: int,

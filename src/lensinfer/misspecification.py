@@ -246,8 +246,7 @@ def assess(*, names: Sequence[str], features: np.ndarray, noise_sigmas: Sequence
         ratio = float(sigma) / sim_sigma if sigma is not None and np.isfinite(sigma) else float("nan")
         reasons = []
         if p[i] < alpha:
-            which = ("embedding" if p_stat is None else
-                     "embedding" if p_emb[i] <= p_stat[i] else "image-statistics")
+            which = "image-statistics" if p_stat is not None and p_stat[i] < p_emb[i] else "embedding"
             reasons.append(f"{which} p-value {p[i]:.3g} < alpha {alpha:g}"
                            + ("" if p_stat is None else " (Bonferroni over the embedding and the image statistics)"))
         if not lo <= ratio <= hi:

@@ -236,6 +236,7 @@ def infer_observations(*, model_path: str | Path, thresholds_path: str | Path | 
     x, m = load_observations(images, masks)
     notes = check_observations(model_path, load_model_file(model_path).get("grid"), whitening.n_channels, names, x,
                                metadata)
+    said = {"input_notes": notes} if notes else {}  # what the guard let through, in either summary below
     gen = torch.Generator().manual_seed(int(seed))
     samples, feats = sample_images(model, whitening, x, m, int(n_samples), gen)
     np.savez(out_samples, samples=samples, columns=np.array(whitening.targets), names=np.array(names))
@@ -243,8 +244,7 @@ def infer_observations(*, model_path: str | Path, thresholds_path: str | Path | 
     params = {name: {t: {"median": float(q[1, i, j]), "q16": float(q[0, i, j]), "q84": float(q[2, i, j])}
                      for j, t in enumerate(whitening.targets)} for i, name in enumerate(names)}
     if GAMMA not in whitening.targets:
-        summary = {"estimator": "npe", "n_lenses": len(names), "gamma": None, "per_lens_parameters": params,
-                   **({"input_notes": notes} if notes else {})}
+        summary = {"estimator": "npe", "n_lenses": len(names), "gamma": None, "per_lens_parameters": params, **said}
         if misspecification is not None:
             from .misspecification import summary_entry
 
@@ -261,7 +261,6 @@ def infer_observations(*, model_path: str | Path, thresholds_path: str | Path | 
     return summarise_observations(names=names, grid=grid, curves=curves, thresholds_path=thresholds_path,
                                   kde_path=kde_path, inference_cfg=inference_cfg, out_summary=out_summary,
                                   out_curves=out_curves,
-                                  extra={"estimator": "npe", "per_lens_parameters": params,
-                                         **({"input_notes": notes} if notes else {})},
+                                  extra={"estimator": "npe", "per_lens_parameters": params, **said},
                                   misspecification=misspecification, coverage_curves=coverage_curves,
                                   calibrate_cfg=calibrate_cfg, seed=seed)
