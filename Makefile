@@ -9,6 +9,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 CORES ?= 2
+# pytest-xdist workers of `make test` (tests sharing a costly fixture stay on one worker: tests/conftest.py)
+TEST_WORKERS ?= 2
 # where the torch CPU wheel lies (see requirements.in); hash-checked against the lock
 TORCH_WHEELS ?= /opt/wheels
 # the resolver of `make lock` sees only distributions uploaded before this date: the same inputs give the same
@@ -34,7 +36,7 @@ run: $(STAMP)
 	$(BIN)/snakemake --report results/report.html
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q -n $(TEST_WORKERS) --dist loadgroup
 
 # the benchmarks' peers (caustics, sbi) are in the lock (extra "bench"), so the same install serves them
 bench: $(STAMP)

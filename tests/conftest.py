@@ -77,3 +77,20 @@ def copy_run(run: Path, dest: Path) -> Path:
 
     shutil.copytree(run, dest, symlinks=True)
     return dest
+
+
+# `make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`). Tests that share a costly
+# fixture stay on one worker: every module that uses the finished test-config run goes to one group (the run is
+# built once per session, not once per worker), and a module with a module-scoped fixture keeps its tests together.
+_FINISHED_RUN_MODULES = {"test_workflow", "test_workflow_observe", "test_device"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
+        if module in _FINISHED_RUN_MODULES or "finished_test_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("finished_run"))
+            continue
+        defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        if any(d.scope in ("module", "class") for fixturedefs in defs.values() for d in fixturedefs):
+            item.add_marker(pytest.mark.xdist_group(module))
