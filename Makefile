@@ -36,7 +36,7 @@ run: $(STAMP)
 	$(BIN)/snakemake --report results/report.html
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest tests -q -n $(TEST_WORKERS) --dist loadscope
 
 # the benchmarks' peers (caustics, sbi) are in the lock (extra "bench"), so the same install serves them
 bench: $(STAMP)

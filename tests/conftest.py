@@ -51,23 +51,40 @@ def synthetic_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def finished_test_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The whole DAG of config/test.yaml, run once per session through the user's command
+    """The whole DAG of config/test.yaml, run once per test session through the user's command
     (``snakemake --cores 2``) in a folder no test changes: tests that need a finished run work on a copy
     (:func:`copy_run`), so the end-to-end module and the observation-source module share one simulation and
-    training instead of each running their own."""
-    import subprocess
+    training instead of each running their own. Under pytest-xdist (``make test``) the run is built once for all
+    workers: the first worker that needs it builds it under a file lock in the session's shared temporary folder,
+    the others wait for it (the xdist-documented pattern for a session fixture that must run once)."""
+    import fcntl
     import shutil
+    import subprocess
     import sys
 
-    wd = tmp_path_factory.mktemp("finished")
-    shutil.copy(ROOT / "config" / "test.yaml", wd / "config.yaml")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(wd),
-           "--configfile", str(wd / "config.yaml"), "--cores", "2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500,
-                          env=dict(os.environ, NUMBA_CACHE_DIR=str(ROOT / ".numba_cache")))
-    if proc.returncode != 0:
-        raise AssertionError(f"snakemake --cores 2 on config/test.yaml failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    wd = shared / "finished_test_run"
+    done, failed = shared / "finished_test_run.done", shared / "finished_test_run.failed"
+    with open(shared / "finished_test_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if failed.exists():
+            raise AssertionError(failed.read_text())
+        if not done.exists():
+            try:
+                wd.mkdir()
+                shutil.copy(ROOT / "config" / "test.yaml", wd / "config.yaml")
+                cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(wd),
+                       "--configfile", str(wd / "config.yaml"), "--cores", "2"]
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500,
+                                      env=dict(os.environ, NUMBA_CACHE_DIR=str(ROOT / ".numba_cache")))
+                if proc.returncode != 0:
+                    raise AssertionError(f"snakemake --cores 2 on config/test.yaml failed ({proc.returncode}):\n"
+                                         f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+            except BaseException as err:  # the other workers get the same error instead of a half-built folder
+                failed.write_text(f"{type(err).__name__}: {err}")
+                raise
+            done.touch()
     return wd
 
 
@@ -79,18 +96,24 @@ def copy_run(run: Path, dest: Path) -> Path:
     return dest
 
 
-# `make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadgroup`). Tests that share a costly
-# fixture stay on one worker: every module that uses the finished test-config run goes to one group (the run is
-# built once per session, not once per worker), and a module with a module-scoped fixture keeps its tests together.
-_FINISHED_RUN_MODULES = {"test_workflow", "test_workflow_observe", "test_device"}
+# `make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadscope`): each module is one unit of work,
+# so its module-scoped fixtures are built once per session and its tests keep their order; the bench smoke tests
+# share nothing and go one by one, which balances the two workers.
+_ONE_BY_ONE_MODULES = {"test_bench_smoke"}
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
-        if module in _FINISHED_RUN_MODULES or "finished_test_run" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("finished_run"))
-            continue
-        defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
-        if any(d.scope in ("module", "class") for fixturedefs in defs.values() for d in fixturedefs):
-            item.add_marker(pytest.mark.xdist_group(module))
+def _work_unit(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    return nodeid if Path(module).stem in _ONE_BY_ONE_MODULES else module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN201 (xdist's scheduler protocol)
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleUnits(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _work_unit(nodeid)
+
+    return ModuleUnits(config, log)
