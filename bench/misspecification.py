@@ -9,14 +9,17 @@ writer and preprocessing (:func:`lensinfer.misspecification.preprocessed_mocks`)
 * ``matched`` — the training population (EPL subhalos, γ ~ U(1.1, 2.9)) and the training instrument;
 * ``demo_mocks_nfw`` — the demo's own mock observations (``observations.mock.population``: NFW subhalos);
 * ``psf`` (FWHM × 2), ``pixel_scale`` (a camera with half the pixel scale and the same PSF in pixels, resampled by
-  the preprocessing), ``noise`` (exposure ÷ 4), ``source`` (COSMOS-format galaxy stamps of a small catalog made
-  here instead of Sérsic sources).
+  the preprocessing), ``noise`` (exposure ÷ 4), ``source`` (COSMOS-format galaxy stamps instead of Sérsic sources:
+  by default six clumpy, noisy star-forming galaxies made here (``tests/cosmos_fixture.py``, ``clumpy=True``);
+  ``--cosmos-dir`` takes a real COSMOS-23.5-format catalog instead, e.g. the 10-galaxy test catalog of paltas).
 
-For each estimator and condition: the share flagged (either check), by the embedding p-value alone, by the
-image-statistics p-value alone (each against alpha; the flag uses their Bonferroni combination), by the noise ratio alone, the median p-value and the median noise ratio, at the config's ``inference.misspecification``
-settings (alpha 0.01, noise ratio band [0.8, 1.25]).
+For each estimator and condition: the share flagged (any check), by the embedding p-value alone, by the
+image-statistics p-value alone (each against alpha; the flag uses their Bonferroni combination), by the noise ratio
+alone, by the input pixel scale alone, the median p-value and the median noise ratio, at the config's
+``inference.misspecification`` settings (alpha 0.01, noise ratio band [0.8, 1.25], pixel scale ±5 %).
 
     python bench/misspecification.py [--config config/config.yaml] [--results results] [--n 30]
+        [--conditions matched,source] [--cosmos-dir DIR]
 
 The last line of the output is one JSON object.
 """
@@ -42,6 +45,10 @@ def main() -> dict:
     ap.add_argument("--results", default="results")
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--conditions", default=None,
+                    help="comma-separated subset of matched,psf,pixel_scale,noise,source,demo_mocks_nfw (default all)")
+    ap.add_argument("--cosmos-dir", default=None,
+                    help="a COSMOS-23.5-format catalog for the 'source' condition (default: clumpy fixture made here)")
     args = ap.parse_args()
 
     sys.path.insert(0, str(ROOT))
@@ -80,18 +87,32 @@ def main() -> dict:
     if not estimators:
         raise SystemExit(f"no trained model under {res}/models: run the demo DAG first")
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="misspec_bench_"))
-    cosmos = make_cosmos_fixture(work / "cosmos", n=6)
+    wanted = args.conditions.split(",") if args.conditions else list(PERTURBATIONS) + ["demo_mocks_nfw"]
+    unknown = set(wanted) - set(PERTURBATIONS) - {"demo_mocks_nfw"}
+    if unknown:
+        raise SystemExit(f"--conditions: unknown {sorted(unknown)}")
+    if args.cosmos_dir:
+        from astropy.io import fits
+
+        cosmos = Path(args.cosmos_dir)
+        n_gal = len(fits.getdata(cosmos / "real_galaxy_catalog_23.5.fits", 1))
+    else:
+        cosmos, n_gal = make_cosmos_fixture(work / "cosmos", n=6, clumpy=True), 6
     rates = flag_rates(estimators=estimators, sim_sigma=float(sigma), sim_backgrounds=bkg, config=cfg, n=args.n,
-                       workdir=work / "mocks", cfg=mcfg, conditions=PERTURBATIONS,
-                       populations={"demo_mocks_nfw": cfg["observations"]["mock"]["population"]}, cosmos_dir=cosmos,
-                       split_lists=write_cosmos_test_split(work / "splits", 6))
+                       workdir=work / "mocks", cfg=mcfg, conditions=[c for c in PERTURBATIONS if c in wanted],
+                       populations=({"demo_mocks_nfw": cfg["observations"]["mock"]["population"]}
+                                    if "demo_mocks_nfw" in wanted else None), cosmos_dir=cosmos,
+                       split_lists=write_cosmos_test_split(work / "splits", n_gal))
     for est, table in rates.items():
         for label, r in table.items():
             print(f"{est} {label:15s} flagged {r['flag_rate']:.2f} (embedding alone {r['flag_rate_embedding']:.2f}, "
-                  f"image statistics alone {r['flag_rate_statistics']:.2f}, noise {r['flag_rate_noise']:.2f})  "
+                  f"image statistics alone {r['flag_rate_statistics']:.2f}, noise {r['flag_rate_noise']:.2f}, "
+                  f"pixel scale {r['flag_rate_pixel_scale']:.2f})  "
                   f"median p {r['median_p_value']:.3g}  "
                   f"median noise ratio {r['median_noise_ratio']:.3f}")
     out = {"n_per_condition": args.n, "alpha": mcfg["alpha"], "noise_ratio_range": mcfg["noise_ratio_range"],
+           "pixel_scale_tolerance": mcfg.get("pixel_scale_tolerance"),
+           "source_catalog": str(args.cosmos_dir) if args.cosmos_dir else "clumpy fixture (tests/cosmos_fixture.py)",
            "rates": rates, "seconds": round(time.perf_counter() - t0, 1)}
     print(json.dumps(out))
     return out

@@ -107,13 +107,22 @@ def _work_unit(nodeid: str) -> str:
     return nodeid if Path(module).stem in _ONE_BY_ONE_MODULES else module
 
 
-def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN201 (xdist's scheduler protocol)
-    if config.getvalue("dist") != "loadscope":
-        return None
-    from xdist.scheduler import LoadScopeScheduling
+class _ModuleUnitsPlugin:
+    """Registered only when pytest-xdist is loaded (``-p no:xdist`` runs without it)."""
 
-    class ModuleUnits(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return _work_unit(nodeid)
+    @staticmethod
+    def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN205 (xdist's scheduler protocol)
+        if config.getvalue("dist") != "loadscope":
+            return None
+        from xdist.scheduler import LoadScopeScheduling
 
-    return ModuleUnits(config, log)
+        class ModuleUnits(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                return _work_unit(nodeid)
+
+        return ModuleUnits(config, log)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_ModuleUnitsPlugin(), "lensinfer-module-units")

@@ -51,6 +51,32 @@ def test_noise_sigma_is_the_input_sigma_carried_to_the_grid():
     assert observed_noise_sigma({"noise_sigma": 0.003}) == 0.003
 
 
+def test_a_frame_from_another_camera_is_flagged_by_its_pixel_scale():
+    """The input frame's WCS pixel scale against the simulated camera's: 0.04″ frames through a 0.08″ model are
+    flagged, naming both scales; frames within the tolerance, or without a recorded scale, are not."""
+    from lensinfer.misspecification import observed_pixel_scale
+
+    assert observed_pixel_scale({"input_pixel_scale_arcsec": [0.04, 0.0401]}) == pytest.approx(np.sqrt(0.04 * 0.0401))
+    assert observed_pixel_scale({"input_pixel_scale_arcsec": [[0.263, 0.263], [0.27, 0.27]]}) == pytest.approx(0.263)
+    assert observed_pixel_scale({}) is None
+    rng = np.random.default_rng(2)
+    names = ["hst", "same", "close", "unknown"]
+    record = assess(names=names, features=rng.normal(size=(4, 3)), noise_sigmas=[1.0] * 4, backgrounds=[0.0] * 4,
+                    reference=fit_reference(rng.normal(size=(400, 3))), sim_sigma=1.0, sim_backgrounds=np.zeros(10),
+                    cfg={"alpha": 1e-9}, pixel_scales=[0.04, 0.08, 0.083, None], sim_pixel_scale=0.08)
+    assert record["flagged"] == ["hst"]
+    (reason,) = record["lenses"]["hst"]["reasons"]
+    assert "0.04" in reason and "0.08" in reason and "pixel scale" in reason
+    assert record["lenses"]["hst"]["pixel_scale_ratio"] == pytest.approx(0.5)
+    assert record["lenses"]["close"]["pixel_scale_ratio"] == pytest.approx(0.083 / 0.08)
+    assert np.isnan(record["lenses"]["unknown"]["pixel_scale_ratio"])
+    strict = assess(names=names, features=rng.normal(size=(4, 3)), noise_sigmas=[1.0] * 4, backgrounds=[0.0] * 4,
+                    reference=fit_reference(rng.normal(size=(400, 3))), sim_sigma=1.0, sim_backgrounds=np.zeros(10),
+                    cfg={"alpha": 1e-9, "pixel_scale_tolerance": 0.01}, pixel_scales=[0.04, 0.08, 0.083, None],
+                    sim_pixel_scale=0.08)
+    assert strict["flagged"] == ["hst", "close"]
+
+
 def _record(n_flag: int, names: list[str]) -> dict:
     rng = np.random.default_rng(1)
     ref = fit_reference(rng.normal(size=(400, 4)))
@@ -64,7 +90,7 @@ def test_assess_flags_far_embeddings_and_bad_noise():
     names = ["a", "b", "c"]
     rec = _record(1, names)
     assert rec["flagged"] == ["a"] and rec["lenses"]["a"]["p_value"] < 0.01
-    assert summary_entry(rec, "b").keys() == {"noise_ratio", "score", "p_value", "flagged"}
+    assert summary_entry(rec, "b").keys() == {"noise_ratio", "score", "p_value", "flagged", "reasons"}
     rng = np.random.default_rng(2)
     ref = fit_reference(rng.normal(size=(400, 4)))
     noisy = assess(names=names, features=np.zeros((3, 4)), noise_sigmas=[1.0, 2.0, 0.5], backgrounds=[0.0] * 3,
@@ -181,6 +207,11 @@ def test_matched_mocks_pass_and_noisier_mocks_are_flagged(tiny_setup):
     assert rates["noise"]["median_noise_ratio"] > 1.6, rates["noise"]
     assert rates["psf"]["flag_rate"] >= (N_MOCKS - 1) / N_MOCKS, rates["psf"]
     assert rates["psf"]["flag_rate_statistics"] >= (N_MOCKS - 1) / N_MOCKS and rates["psf"]["flag_rate_noise"] == 0
+    # frames from a camera with half the pixel scale, resampled onto the grid: flagged by the WCS pixel scale
+    assert rates["pixel_scale"]["flag_rate_pixel_scale"] == 1.0, rates["pixel_scale"]
+    assert rates["pixel_scale"]["flag_rate_noise"] == 0, rates["pixel_scale"]
+    for kind in ("matched", "psf", "noise", "source"):
+        assert rates[kind]["flag_rate_pixel_scale"] == 0, (kind, rates[kind])
 
 
 class _UnitWhitening:

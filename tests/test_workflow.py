@@ -11,10 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from lensinfer.data.store import directory_sha256
+from lensinfer.observe.lenses import reference_lens
 
 from .conftest import copy_run
 
@@ -274,9 +276,27 @@ def test_library_edit_reruns_the_rules_that_import_it(workdir, tmp_path):
     assert not planned & {"simulate_shard", "merge", "mask", "train_nre", "train_flow", "observe_mock"}
 
 
+def _through_finer_pixels(src: Path, dst: Path) -> None:
+    """The same frame as taken by a camera with pixels half as large: each pixel split into 2 × 2 (e⁻/s per pixel
+    quartered, flux conserved) and the WCS scaled to match (same sky, half the pixel scale)."""
+    from astropy.io import fits
+
+    with fits.open(src) as hdul:
+        for hdu in hdul[1:]:
+            hdu.data = np.kron(hdu.data, np.ones((2, 2), hdu.data.dtype)) / (4.0 if hdu.name == "SCI" else 1.0)
+            for key in ("CRPIX1", "CRPIX2"):
+                hdu.header[key] = 2.0 * hdu.header[key] - 0.5
+            for key in ("PC1_1", "PC1_2", "PC2_1", "PC2_2", "CD1_1", "CD1_2", "CD2_1", "CD2_2"):
+                if key in hdu.header:
+                    hdu.header[key] = hdu.header[key] / 2.0
+        hdul.writeto(dst, checksum=True)
+
+
 def test_local_fits_folder_runs_fetch_free(workdir, tmp_path):
     """observations.source: local — a folder of FITS files goes through preprocess → infer, nothing is simulated.
-    Runs on a copy of the finished run: its 2-lens summary and thresholds must not reach the tests below."""
+    A third frame of the same sky from a camera with pixels half as large is preprocessed onto the grid like the
+    others, and flagged by the misspecification check for its pixel scale (issue 17). Runs on a copy of the
+    finished run: its summary and thresholds must not reach the tests below."""
     wd = tmp_path / "local"
     shutil.copytree(workdir, wd, symlinks=True)
     local = wd / "local_fits"
@@ -284,10 +304,15 @@ def test_local_fits_folder_runs_fetch_free(workdir, tmp_path):
     names = ["J1023+4230", "J1627-0053"]
     for name in names:
         shutil.copy(wd / f"results/observations/mock/{name}/science.fits", local / f"{name}.fits")
+    finer = "J1023+4230-finer-pixels"
+    twin = reference_lens("J1023+4230")
+    _through_finer_pixels(local / "J1023+4230.fits", local / f"{finer}.fits")
 
     def edit(c):
         c["observations"] = {"source": "local", "local_dir": "local_fits", "background_annulus_arcsec": [4.0, 5.6],
-                             "lenses": [{"name": n, "file": f"{n}.fits"} for n in names]}
+                             "lenses": [{"name": n, "file": f"{n}.fits"} for n in names]
+                             + [{"name": finer, "file": f"{finer}.fits", "ra": twin.ra_deg, "dec": twin.dec_deg,
+                                 "theta_e_arcsec": twin.theta_e_arcsec}]}
 
     cfg = _variant(wd, "local", edit)
     target = "results/inference/nre/summary.json"
@@ -296,7 +321,12 @@ def test_local_fits_folder_runs_fetch_free(workdir, tmp_path):
     assert {"preprocess", "infer"} <= planned <= {"preprocess", "infer", "calibrate"} | MISSPECIFICATION_RULES
     snakemake(wd, "--cores", "2", target, configfile=cfg)
     summary = json.loads((wd / target).read_text())
-    assert sorted(summary["per_lens"]) == sorted(names)
+    assert sorted(summary["per_lens"]) == sorted(names + [finer])
+    checks = {n: v["misspecification"] for n, v in summary["per_lens"].items()}
+    assert any("pixel scale" in r and "0.06" in r and "0.12" in r for r in checks[finer]["reasons"]), checks[finer]
+    assert checks[finer]["flagged"], checks[finer]
+    for n in names:
+        assert not any("pixel scale" in r for r in checks[n]["reasons"]), checks[n]
 
 
 def test_deleted_shard_reruns_only_that_shard_and_downstream(workdir, tmp_path):
@@ -377,9 +407,9 @@ def test_cdm_sweep_runs_and_its_figure_is_in_the_report(workdir, tmp_path):
 
 def test_misspecification_check_and_exclude_flagged(workdir):
     """Issue 17 item 1 through the user's command: the summary of each estimator carries per_lens[name]
-    ["misspecification"] = {noise_ratio, score, p_value, flagged}; with inference.exclude_flagged the flagged lenses
+    ["misspecification"] = {noise_ratio, score, p_value, flagged, reasons}; with inference.exclude_flagged the flagged lenses
     leave the combined result, whose thresholds are those of the number of lenses left (here 1)."""
-    keys = {"noise_ratio", "score", "p_value", "flagged"}
+    keys = {"noise_ratio", "score", "p_value", "flagged", "reasons"}
     ratios = {}
     for est in ("nre", "npe"):
         summary = json.loads((workdir / f"results/inference/{est}/summary.json").read_text())

@@ -102,7 +102,7 @@ def summarise_observations(*, names: list[str], grid: np.ndarray, curves: np.nda
 
     Per lens: MLE and intervals with the N = 1 thresholds, and (with ``misspecification``, the record of
     :func:`lensinfer.misspecification.run_misspecification`) ``per_lens[name]["misspecification"] = {noise_ratio,
-    score, p_value, flagged}``. Combined (Σ of curves, :func:`combine`) over every lens, or with
+    score, p_value, flagged, reasons}``. Combined (Σ of curves, :func:`combine`) over every lens, or with
     ``inference.exclude_flagged`` over the lenses not flagged; its thresholds are those of N = the number of lenses
     combined — from the calibrate stage, or computed on demand from ``coverage_curves``
     (:func:`lensinfer.calibrate.set_size_thresholds`), never those of another N. With ``inference.kde_calibration``

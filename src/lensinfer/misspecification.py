@@ -2,7 +2,8 @@
 
 A trained estimator's number is only meaningful for data that look like its training simulations. Two checks, per
 observed (preprocessed) lens, both computed in the DAG (rule ``misspecification``) and carried into
-``summary.json`` as ``per_lens[name]["misspecification"] = {"noise_ratio", "score", "p_value", "flagged"}``:
+``summary.json`` as ``per_lens[name]["misspecification"] = {"noise_ratio", "score", "p_value", "flagged",
+"reasons"}``:
 
 (a) **Noise and background.** The background σ of the observation against the simulation's background σ (the
     shards' ``sigma_bkg``): ``noise_ratio``. The preprocessing measures σ twice (``metadata.json``): on the input
@@ -16,6 +17,15 @@ observed (preprocessed) lens, both computed in the DAG (rule ``misspecification`
     correlated input noise too, which lowers the ratio; the band's lower end allows for ~20 %.) The residual
     background — the 3σ-clipped median of the image's outer ring (``border`` pixels wide), in units of the
     simulation's σ — is reported beside the 1–99 % range of the same statistic on the simulated images.
+
+(a′) **Camera pixel scale.** The input frame's pixel scale (from its WCS, ``input_pixel_scale_arcsec`` of the
+    preprocessing record) against the pixel scale the simulations were rendered at (the shards' ``pixel_scale``):
+    ``pixel_scale_ratio``. The preprocessing resamples any frame onto the analysis grid, so a frame from a camera
+    with other pixels gives an image of the right size whose PSF, pixel response and noise correlation were never
+    simulated (a 0.04″ HST cutout through a 0.08″ model: the effective PSF is ~40 % narrower). No image statistic
+    separates that reliably from the training family at the demo's depth (bench/misspecification.py: 1 of 30 by
+    image statistics), while the WCS says it exactly, so it is checked directly: flagged when the ratio differs from
+    1 by more than ``inference.misspecification.pixel_scale_tolerance`` (default 5 %).
 
 (b) **Distance in the estimator's own embedding.** Every image is mapped by the estimator's ResNet trunk (the NRE's
     pooled features, the NPE's flow context) after the same whitening and masking as in inference. The reference
@@ -39,8 +49,8 @@ observed (preprocessed) lens, both computed in the DAG (rule ``misspecification`
     statistics"); here they guard the learned one.
 
 The two p-values are combined with Bonferroni's rule, p = min(1, 2 · min(p_embedding, p_statistics)), which keeps
-P(p ≤ α) ≤ α for matched observations. A lens is **flagged** when p < ``alpha`` (default 0.01) or the noise ratio is
-outside the accepted band.
+P(p ≤ α) ≤ α for matched observations. A lens is **flagged** when p < ``alpha`` (default 0.01), the noise ratio is
+outside the accepted band or its input pixel scale is not the simulated one.
 ``inference.exclude_flagged: true`` leaves flagged lenses out of the combined γ (:func:`lensinfer.infer.summarise_observations`).
 """
 
@@ -71,6 +81,8 @@ __all__ = [
     "assess",
     "summary_entry",
     "observed_noise_sigma",
+    "observed_pixel_scale",
+    "simulation_pixel_scale",
     "run_misspecification",
     "PERTURBATIONS",
     "perturbed_config",
@@ -80,7 +92,8 @@ __all__ = [
 ]
 
 #: defaults of ``inference.misspecification`` (also in the schema)
-DEFAULTS: dict[str, Any] = {"alpha": 0.01, "noise_ratio_range": [0.8, 1.25], "border": 3, "max_reference": 4000}
+DEFAULTS: dict[str, Any] = {"alpha": 0.01, "noise_ratio_range": [0.8, 1.25], "pixel_scale_tolerance": 0.05,
+                            "border": 3, "max_reference": 4000}
 
 
 def _embedder(model: torch.nn.Module) -> Any:
@@ -217,17 +230,40 @@ def simulation_sigma(shard_attrs: Sequence[Mapping[str, Any]]) -> float:
     return float(sigma)
 
 
+def simulation_pixel_scale(shard_attrs: Sequence[Mapping[str, Any]]) -> float | None:
+    """Pixel scale (″) the simulations were rendered at (shard attribute ``pixel_scale``), None if not recorded."""
+    value = shard_attrs[0].get("pixel_scale") if shard_attrs else None
+    return None if value is None else float(value)
+
+
+def observed_pixel_scale(metadata: Mapping[str, Any]) -> float | None:
+    """Pixel scale (″) of an observation's input frame: the geometric mean of the two WCS axis scales the
+    preprocessing recorded (``input_pixel_scale_arcsec``; multi-band: the first band's), None if not recorded."""
+    value = metadata.get("input_pixel_scale_arcsec")
+    if value is None:
+        return None
+    flat = np.asarray(value, float).ravel()
+    return float(np.sqrt(abs(flat[0] * flat[1]))) if flat.size >= 2 else float(abs(flat[0]))
+
+
 def assess(*, names: Sequence[str], features: np.ndarray, noise_sigmas: Sequence[float | None],
            backgrounds: Sequence[float], reference: Reference, sim_sigma: float, sim_backgrounds: np.ndarray,
            cfg: Mapping[str, Any] | None = None, statistics: np.ndarray | None = None,
-           statistics_reference: Reference | None = None) -> dict[str, Any]:
-    """The check's record: per lens noise ratio, background, score, p-value, flag and reasons; plus the settings.
+           statistics_reference: Reference | None = None, pixel_scales: Sequence[float | None] | None = None,
+           sim_pixel_scale: float | None = None) -> dict[str, Any]:
+    """The check's record: per lens noise ratio, pixel-scale ratio, background, score, p-value, flag and reasons;
+    plus the settings.
 
     With ``statistics`` (:func:`image_statistics` of the observations) and their ``statistics_reference``, the
-    p-value is the Bonferroni combination of the embedding's and the statistics' (module docstring)."""
+    p-value is the Bonferroni combination of the embedding's and the statistics' (module docstring). With
+    ``pixel_scales`` (input frames, :func:`observed_pixel_scale`) and ``sim_pixel_scale``, a frame whose pixels
+    differ from the simulated camera's by more than ``pixel_scale_tolerance`` is flagged (module docstring, (a′))."""
     cfg = {**DEFAULTS, **dict(cfg or {})}
     alpha = float(cfg["alpha"])
     lo, hi = (float(v) for v in cfg["noise_ratio_range"])
+    tol = float(cfg["pixel_scale_tolerance"])
+    if pixel_scales is not None and len(pixel_scales) != len(names):
+        raise ValueError(f"assess: {len(pixel_scales)} pixel scales for {len(names)} lenses")
     scores = mahalanobis(features, reference.mean, reference.precision)
     p_emb = conformal_p_values(scores, reference.heldout_scores)
     if (statistics is None) != (statistics_reference is None):
@@ -251,6 +287,12 @@ def assess(*, names: Sequence[str], features: np.ndarray, noise_sigmas: Sequence
                            + ("" if p_stat is None else " (Bonferroni over the embedding and the image statistics)"))
         if not lo <= ratio <= hi:
             reasons.append(f"noise ratio {ratio:.3g} outside [{lo:g}, {hi:g}]")
+        scale = None if pixel_scales is None else pixel_scales[i]
+        scale_ratio = (float(scale) / float(sim_pixel_scale)
+                       if scale is not None and sim_pixel_scale and np.isfinite(scale) else float("nan"))
+        if np.isfinite(scale_ratio) and abs(scale_ratio - 1.0) > tol:
+            reasons.append(f"input pixel scale {float(scale):.4g}\u2033 is not the simulated camera's "
+                           f"{float(sim_pixel_scale):.4g}\u2033 (ratio {scale_ratio:.3g}; tolerance \u00b1{tol:g})")
         lenses[name] = {
             "noise_ratio": ratio,
             "noise_sigma": None if sigma is None else float(sigma),
@@ -260,6 +302,7 @@ def assess(*, names: Sequence[str], features: np.ndarray, noise_sigmas: Sequence
             "flagged": bool(reasons),
             "reasons": reasons,
             "p_value_embedding": float(p_emb[i]),
+            "pixel_scale_ratio": scale_ratio,
         }
         if p_stat is not None:
             lenses[name].update(score_statistics=float(stat_scores[i]), p_value_statistics=float(p_stat[i]))
@@ -268,9 +311,11 @@ def assess(*, names: Sequence[str], features: np.ndarray, noise_sigmas: Sequence
                   "against held-out simulated images"
                   + ("" if p_stat is None else "; the same on model-free image statistics (shape and level of the "
                      "radial power spectrum), Bonferroni-combined")
-                  + "; noise sigma against the simulation's sigma_bkg",
+                  + "; noise sigma against the simulation's sigma_bkg; input pixel scale against the simulated one",
         "alpha": alpha,
         "noise_ratio_range": [lo, hi],
+        "pixel_scale_tolerance": tol,
+        "simulation_pixel_scale": None if sim_pixel_scale is None else float(sim_pixel_scale),
         "simulation_sigma_bkg": float(sim_sigma),
         "simulation_background_sigma_units_1_99": sim_bkg_range,
         "n_reference_fit": int(reference.n_fit),
@@ -283,9 +328,10 @@ def assess(*, names: Sequence[str], features: np.ndarray, noise_sigmas: Sequence
 
 
 def summary_entry(record: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The four keys ``summary.json`` carries per lens: noise_ratio, score, p_value, flagged."""
+    """What ``summary.json`` carries per lens: noise_ratio, score, p_value, flagged, and the reasons of a flag
+    (empty when not flagged; the full record is ``misspecification.json``)."""
     lens = record["lenses"][name]
-    return {k: lens[k] for k in ("noise_ratio", "score", "p_value", "flagged")}
+    return {k: lens[k] for k in ("noise_ratio", "score", "p_value", "flagged")} | {"reasons": list(lens["reasons"])}
 
 
 def observed_noise_sigma(metadata: Mapping[str, Any]) -> float | None:
@@ -307,8 +353,6 @@ def observed_noise_sigma(metadata: Mapping[str, Any]) -> float | None:
     return None if value is None else float(value)
 
 
-def _noise_sigma(metadata_path: str | Path) -> float | None:
-    return observed_noise_sigma(json.loads(Path(metadata_path).read_text()))
 
 
 def run_misspecification(*, model_path: str | Path, reference_datasets: Iterable[tuple[str | Path, str | Path]],
@@ -323,7 +367,7 @@ def run_misspecification(*, model_path: str | Path, reference_datasets: Iterable
     cfg = {**DEFAULTS, **dict(cfg or {})}
     _, model, whitening = load_estimator(model_path)
     model = model.fused()  # type: ignore[operator]
-    feats, bkgs, stats, sigma = [], [], [], None
+    feats, bkgs, stats, sigma, sim_scale = [], [], [], None, None
     pairs = list(reference_datasets)
     per = max(1, int(cfg["max_reference"]) // max(1, len(pairs)))
     for merged_dir, masks_path in pairs:
@@ -333,17 +377,20 @@ def run_misspecification(*, model_path: str | Path, reference_datasets: Iterable
         bkgs.append(b)
         stats.append(st)
         if sigma is None:
-            sigma = simulation_sigma(MergedDataset(merged_dir, masks_path).shard_attrs())
+            attrs = MergedDataset(merged_dir, masks_path).shard_attrs()
+            sigma, sim_scale = simulation_sigma(attrs), simulation_pixel_scale(attrs)
     if sigma is None:
         raise ValueError("misspecification: no simulated reference dataset")
     reference = fit_reference(np.concatenate(feats))
     x, m = load_observations(list(images), list(masks))
     obs_feats = embed_images(model, whitening, x, m)
-    record = assess(names=names, features=obs_feats, noise_sigmas=[_noise_sigma(p) for p in metadata],
+    meta = [json.loads(Path(p).read_text()) for p in metadata]
+    record = assess(names=names, features=obs_feats, noise_sigmas=[observed_noise_sigma(r) for r in meta],
                     backgrounds=[border_background(img, int(cfg["border"])) for img in x], reference=reference,
                     sim_sigma=sigma, sim_backgrounds=np.concatenate(bkgs), cfg=cfg,
                     statistics=image_statistics(x, whitening),
-                    statistics_reference=fit_reference(np.concatenate(stats)))
+                    statistics_reference=fit_reference(np.concatenate(stats)),
+                    pixel_scales=[observed_pixel_scale(r) for r in meta], sim_pixel_scale=sim_scale)
     Path(out_path).write_text(json.dumps(record, indent=2) + "\n")
     return record
 
@@ -395,10 +442,10 @@ def perturbed_config(config: Mapping[str, Any], kind: str, *, population: Mappin
 
 def preprocessed_mocks(config: Mapping[str, Any], analysis_instrument: Mapping[str, Any], n: int,
                        workdir: str | Path, *, radius_theta_e: float | None = 1.5, seed_offset: int = 0
-                       ) -> tuple[np.ndarray, np.ndarray, list[float | None]]:
+                       ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """``n`` mock frames written by :func:`lensinfer.simulate.mock.write_mock_observations` from ``config`` and
     preprocessed onto ``analysis_instrument``'s grid (:func:`lensinfer.observe.pipeline.preprocess_observation`):
-    (images (n, H, W), masks (n, H, W), noise σ per mock (:func:`observed_noise_sigma`))."""
+    (images (n, H, W), masks (n, H, W), the preprocessing record of each mock)."""
     from .observe.lenses import SLACS_REFERENCE_LENSES
     from .observe.pipeline import preprocess_observation
     from .simulate.mock import write_mock_observations
@@ -409,7 +456,7 @@ def preprocessed_mocks(config: Mapping[str, Any], analysis_instrument: Mapping[s
     workdir = Path(workdir)
     raw = [workdir / "raw" / f"{i:04d}" for i in range(n)]
     write_mock_observations(cfg, lenses, raw)
-    images, masks, sigmas = [], [], []
+    images, masks, records = [], [], []
     obs = dict(cfg["observations"], source="mock")
     for spec, folder in zip(lenses, raw):
         out = workdir / "processed" / folder.name
@@ -417,8 +464,8 @@ def preprocessed_mocks(config: Mapping[str, Any], analysis_instrument: Mapping[s
                                       instrument=analysis_instrument, radius_theta_e=radius_theta_e, outdir=out)
         images.append(np.load(out / "image.npy"))
         masks.append(np.load(out / "mask.npy"))
-        sigmas.append(observed_noise_sigma(meta))
-    return np.stack(images).astype(np.float32), np.stack(masks).astype(bool), sigmas
+        records.append(dict(meta))
+    return np.stack(images).astype(np.float32), np.stack(masks).astype(bool), records
 
 
 def flag_rates(*, estimators: Mapping[str, tuple], sim_sigma: float,
@@ -430,13 +477,14 @@ def flag_rates(*, estimators: Mapping[str, tuple], sim_sigma: float,
     matched-instrument conditions with other subhalo populations, e.g. the demo mocks' NFW), with the shares flagged
     by each check. ``estimators``: name → (model, whitening, embedding reference) or (model, whitening, embedding
     reference, image-statistics reference) — the second form is the DAG's check. The same mocks serve every
-    estimator."""
+    estimator. The simulated camera is ``config["instrument"]`` (pixel-scale check, module docstring (a′))."""
     cfg = {**DEFAULTS, **dict(cfg or {})}
     jobs = [(c, c, None) for c in conditions] + [(name, "matched", pop) for name, pop in (populations or {}).items()]
     out: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in estimators}
     for label, kind, pop in jobs:
         mock_cfg = perturbed_config(config, kind, population=pop, cosmos_dir=cosmos_dir, split_lists=split_lists)
-        x, m, sigmas = preprocessed_mocks(mock_cfg, config["instrument"], n, Path(workdir) / label)
+        x, m, meta = preprocessed_mocks(mock_cfg, config["instrument"], n, Path(workdir) / label)
+        sigmas, scales = [observed_noise_sigma(r) for r in meta], [observed_pixel_scale(r) for r in meta]
         backgrounds = [border_background(img, int(cfg["border"])) for img in x]
         for name, (model, whitening, reference, *rest) in estimators.items():
             stat_ref = rest[0] if rest else None
@@ -444,7 +492,8 @@ def flag_rates(*, estimators: Mapping[str, tuple], sim_sigma: float,
             record = assess(names=[str(i) for i in range(n)], features=embed_images(model, whitening, x, m),
                             noise_sigmas=sigmas, backgrounds=backgrounds, reference=reference, sim_sigma=sim_sigma,
                             sim_backgrounds=sim_backgrounds, cfg=cfg, statistics=stats,
-                            statistics_reference=stat_ref)
+                            statistics_reference=stat_ref, pixel_scales=scales,
+                            sim_pixel_scale=float(config["instrument"]["pixel_scale"]))
             lenses = list(record["lenses"].values())
             out[name][label] = {
                 "n": n,
@@ -455,6 +504,8 @@ def flag_rates(*, estimators: Mapping[str, tuple], sim_sigma: float,
                 **({"flag_rate_statistics": float(np.mean([v["p_value_statistics"] < cfg["alpha"] for v in lenses]))}
                    if stat_ref is not None else {}),
                 "flag_rate_noise": float(np.mean([any("noise" in r for r in v["reasons"]) for v in lenses])),
+                "flag_rate_pixel_scale": float(np.mean([any("pixel scale" in r for r in v["reasons"])
+                                                        for v in lenses])),
                 "median_p_value": float(np.median([v["p_value"] for v in lenses])),
                 "median_noise_ratio": float(np.median([v["noise_ratio"] for v in lenses])),
             }

@@ -102,8 +102,11 @@ def plot_observations(images: Sequence[str], masks: Sequence[str], names: Sequen
         flagged_by = [est for est, rec in checks.items() if rec["lenses"].get(names[i], {}).get("flagged")]
         if flagged_by:
             lens = checks[flagged_by[0]]["lenses"][names[i]]
+            pixels = lens.get("pixel_scale_ratio", float("nan"))
             ax.set_title(f"{names[i]}\nFLAGGED ({', '.join(flagged_by)}): p={lens['p_value']:.2g}, "
-                         f"σ ratio {lens['noise_ratio']:.2f}", fontsize=7, color="red")
+                         f"σ ratio {lens['noise_ratio']:.2f}"
+                         + (f", pixels ×{pixels:.2f}" if any("pixel scale" in r for r in lens["reasons"]) else ""),
+                         fontsize=7, color="red")
             ax.axis("on")
             ax.set_xticks([])
             ax.set_yticks([])
