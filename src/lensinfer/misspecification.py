@@ -1,7 +1,7 @@
 """Misspecification check of observed lenses against the simulations the estimator was trained on.
 
-A trained estimator's number is only meaningful for data that look like its training simulations. Two checks, per
-observed (preprocessed) lens, both computed in the DAG (rule ``misspecification``) and carried into
+A trained estimator's number is only meaningful for data that look like its training simulations. Checks per
+observed (preprocessed) lens, all computed in the DAG (rule ``misspecification``) and carried into
 ``summary.json`` as ``per_lens[name]["misspecification"] = {"noise_ratio", "score", "p_value", "flagged",
 "reasons"}``:
 
@@ -351,8 +351,6 @@ def observed_noise_sigma(metadata: Mapping[str, Any]) -> float | None:
     if isinstance(value, (list, tuple)):
         value = value[0]
     return None if value is None else float(value)
-
-
 
 
 def run_misspecification(*, model_path: str | Path, reference_datasets: Iterable[tuple[str | Path, str | Path]],
