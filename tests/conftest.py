@@ -98,8 +98,11 @@ def copy_run(run: Path, dest: Path) -> Path:
 
 # `make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadscope`): each module is one unit of work,
 # so its module-scoped fixtures are built once per session and its tests keep their order; the bench smoke tests
-# share nothing and go one by one, which balances the two workers.
+# share nothing and go one by one. The longest units are handed out first (xdist's own reordering puts units with
+# few tests last, which left the 8-minute real-SLURM test running alone at the end): the module whose first test
+# builds the shared finished run, the real-SLURM test, then the other modules that copy the finished run.
 _ONE_BY_ONE_MODULES = {"test_bench_smoke"}
+_LONG_FIRST = ("test_device", "test_slurm_integration", "test_workflow", "test_workflow_observe")
 
 
 def _work_unit(nodeid: str) -> str:
@@ -111,10 +114,21 @@ class _ModuleUnitsPlugin:
     """Registered only when pytest-xdist is loaded (``-p no:xdist`` runs without it)."""
 
     @staticmethod
+    def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+        """Long units first; otherwise the collection order (stable: every worker collects the same order)."""
+        def rank(item: pytest.Item) -> int:
+            stem = Path(str(item.path)).stem
+            return _LONG_FIRST.index(stem) if stem in _LONG_FIRST else len(_LONG_FIRST)
+
+        items.sort(key=rank)
+
+    @staticmethod
     def pytest_xdist_make_scheduler(config: pytest.Config, log):  # noqa: ANN205 (xdist's scheduler protocol)
         if config.getvalue("dist") != "loadscope":
             return None
         from xdist.scheduler import LoadScopeScheduling
+
+        config.option.loadscopereorder = False  # keep the order above
 
         class ModuleUnits(LoadScopeScheduling):
             def _split_scope(self, nodeid: str) -> str:
