@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements.lock
 CORES ?= 2
-# pytest-xdist workers of `make test` (tests sharing a costly fixture stay on one worker: tests/conftest.py)
+# pytest-xdist workers of `make test` (each test module is one unit of work, the longest first: tests/conftest.py)
 TEST_WORKERS ?= 2
 # where the torch CPU wheel lies (see requirements.in); hash-checked against the lock
 TORCH_WHEELS ?= /opt/wheels
