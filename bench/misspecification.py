@@ -11,7 +11,9 @@ writer and preprocessing (:func:`lensinfer.misspecification.preprocessed_mocks`)
 * ``psf`` (FWHM × 2), ``pixel_scale`` (a camera with half the pixel scale and the same PSF in pixels, resampled by
   the preprocessing), ``noise`` (exposure ÷ 4), ``source`` (COSMOS-format galaxy stamps instead of Sérsic sources:
   by default six clumpy, noisy star-forming galaxies made here (``tests/cosmos_fixture.py``, ``clumpy=True``);
-  ``--cosmos-dir`` takes a real COSMOS-23.5-format catalog instead, e.g. the 10-galaxy test catalog of paltas).
+  ``--cosmos-dir`` takes a real COSMOS-23.5-format catalog instead, e.g. the full catalog the pipeline downloads;
+  its galaxies must pass the reference cuts (brighter than mag 20, flux radius ≥ 10 px…, ``REFERENCE_CUTS`` of
+  ``lensinfer.simulate.sources``) — none of paltas' 10-galaxy test catalog does).
 
 For each estimator and condition: the share flagged (any check), by the embedding p-value alone, by the
 image-statistics p-value alone (each against alpha; the flag uses their Bonferroni combination), by the noise ratio
