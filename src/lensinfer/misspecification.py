@@ -339,12 +339,11 @@ def observed_noise_sigma(metadata: Mapping[str, Any]) -> float | None:
     frame's σ × zero-point flux scale × analysis/input pixel scale; the resampled ``noise_sigma`` when the input σ
     is not recorded (multi-band: the reference band's)."""
     sigma_in = metadata.get("background_sigma_input_e_per_s_per_pixel")
-    scale_in = metadata.get("input_pixel_scale_arcsec")
+    s_in = observed_pixel_scale(metadata)
     scale_out = metadata.get("pixel_scale_arcsec")
-    if sigma_in is not None and scale_in is not None and scale_out is not None:
+    if sigma_in is not None and s_in is not None and scale_out is not None:
         if isinstance(sigma_in, (list, tuple)):
             sigma_in = sigma_in[0]
-        s_in = float(np.sqrt(np.prod(np.atleast_1d(np.asarray(scale_in, float))[:2]))) if np.ndim(scale_in) else float(scale_in)
         flux = float(metadata.get("zero_point_flux_scale", 1.0))
         return float(sigma_in) * flux * float(scale_out) / s_in
     value = metadata.get("noise_sigma")
