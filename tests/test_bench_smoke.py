@@ -61,11 +61,20 @@ def test_bench_train_step_quick():
 
 
 def _bench_simulate():
+    """bench/simulate.py imported in this process. Its import pins OMP/MKL/OPENBLAS/NUMBA_NUM_THREADS to 1 in
+    ``os.environ`` (right for a timing script); the environment is restored afterwards, or a later test in the same
+    worker that reloads numba's config (lenstronomy does) fails: "Cannot set NUMBA_NUM_THREADS … once the threads
+    have been launched"."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("bench_simulate", ROOT / "bench" / "simulate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    saved = dict(os.environ)
+    try:
+        spec = importlib.util.spec_from_file_location("bench_simulate", ROOT / "bench" / "simulate.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     return module
 
 
