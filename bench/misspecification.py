@@ -16,9 +16,10 @@ writer and preprocessing (:func:`lensinfer.misspecification.preprocessed_mocks`)
   ``lensinfer.simulate.sources``) — none of paltas' 10-galaxy test catalog does).
 
 For each estimator and condition: the share flagged (any check), by the embedding p-value alone, by the
-image-statistics p-value alone (each against alpha; the flag uses their Bonferroni combination), by the noise ratio
-alone, by the input pixel scale alone, the median p-value and the median noise ratio, at the config's
-``inference.misspecification`` settings (alpha 0.01, noise ratio band [0.8, 1.25], pixel scale ±5 %).
+image-statistics p-value alone, by the peak-count p-value alone (each against alpha; the flag uses their Bonferroni
+combination) with the median peak count, by the noise ratio alone, by the input pixel scale alone, the median
+p-value and the median noise ratio, at the config's ``inference.misspecification`` settings (alpha 0.01, noise ratio
+band [0.8, 1.25], pixel scale ±5 %, peaks above 5 σ after a filter of the simulated PSF's width).
 
     python bench/misspecification.py [--config config/config.yaml] [--results results] [--n 30]
         [--conditions matched,source] [--cosmos-dir DIR]
@@ -56,8 +57,8 @@ def main() -> dict:
     sys.path.insert(0, str(ROOT))
     from lensinfer.config import load_config
     from lensinfer.data.loader import MergedDataset
-    from lensinfer.misspecification import (PERTURBATIONS, embed_dataset, fit_reference, flag_rates,
-                                            simulation_sigma, write_cosmos_test_split)
+    from lensinfer.misspecification import (DEFAULTS, PERTURBATIONS, embed_dataset, fit_reference, flag_rates,
+                                            peak_smoothing, simulation_sigma, write_cosmos_test_split)
     from lensinfer.train import load_estimator
     from tests.cosmos_fixture import make_cosmos_fixture
 
@@ -68,6 +69,7 @@ def main() -> dict:
     mcfg = cfg["inference"]["misspecification"]
     datasets = sorted({cfg["calibrate"]["coverage_dataset"], cfg["calibrate"]["kde_dataset"]})
     per = int(mcfg["max_reference"]) // len(datasets)
+    peak_cfg = (peak_smoothing({**DEFAULTS, **mcfg}, cfg["instrument"]), float(mcfg["peak_threshold"]))
     estimators, sigma, bkg = {}, None, None
     for est in ("nre", "npe"):
         path = res / "models" / est / "model.pt"
@@ -75,16 +77,18 @@ def main() -> dict:
             continue
         _, model, whitening = load_estimator(path)
         model = model.fused()
-        feats, bkgs, stats = [], [], []
+        feats, bkgs, stats, counts = [], [], [], []
         for ds in datasets:
-            f, b, st = embed_dataset(model, whitening, res / "data" / ds, res / "data" / ds / "masks.zarr",
-                                     max_images=per, border=int(mcfg["border"]), statistics=True)
+            f, b, st, c = embed_dataset(model, whitening, res / "data" / ds, res / "data" / ds / "masks.zarr",
+                                        max_images=per, border=int(mcfg["border"]), statistics=True, peaks=peak_cfg)
             feats.append(f)
             bkgs.append(b)
             stats.append(st)
+            counts.append(c)
             sigma = simulation_sigma(MergedDataset(res / "data" / ds, res / "data" / ds / "masks.zarr").shard_attrs())
-        # the DAG's check: embedding and image statistics, Bonferroni-combined
-        estimators[est] = (model, whitening, fit_reference(np.concatenate(feats)), fit_reference(np.concatenate(stats)))
+        # the DAG's check: embedding, image statistics and peak count, Bonferroni-combined
+        estimators[est] = (model, whitening, fit_reference(np.concatenate(feats)), fit_reference(np.concatenate(stats)),
+                           np.concatenate(counts))
         bkg = np.concatenate(bkgs)
     if not estimators:
         raise SystemExit(f"no trained model under {res}/models: run the demo DAG first")
@@ -108,11 +112,13 @@ def main() -> dict:
     for est, table in rates.items():
         for label, r in table.items():
             print(f"{est} {label:15s} flagged {r['flag_rate']:.2f} (embedding alone {r['flag_rate_embedding']:.2f}, "
-                  f"image statistics alone {r['flag_rate_statistics']:.2f}, noise {r['flag_rate_noise']:.2f}, "
+                  f"image statistics alone {r['flag_rate_statistics']:.2f}, peak count alone {r['flag_rate_peaks']:.2f}"
+                  f" (median {r['median_peak_count']:.0f}), noise {r['flag_rate_noise']:.2f}, "
                   f"pixel scale {r['flag_rate_pixel_scale']:.2f})  "
                   f"median p {r['median_p_value']:.3g}  "
                   f"median noise ratio {r['median_noise_ratio']:.3f}")
     out = {"n_per_condition": args.n, "alpha": mcfg["alpha"], "noise_ratio_range": mcfg["noise_ratio_range"],
+           "peak_smoothing_pixels": peak_cfg[0], "peak_threshold": peak_cfg[1],
            "pixel_scale_tolerance": mcfg.get("pixel_scale_tolerance"),
            "source_catalog": str(args.cosmos_dir) if args.cosmos_dir else "clumpy fixture (tests/cosmos_fixture.py)",
            "rates": rates, "seconds": round(time.perf_counter() - t0, 1)}

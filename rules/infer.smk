@@ -34,6 +34,7 @@ rule misspecification:
         runtime=30,
     params:
         misspecification=canonical(config["inference"]["misspecification"]),
+        instrument=canonical(config["instrument"]),
         lenses=LENSES,
     script:
         "../workflow/scripts/misspecification.py"

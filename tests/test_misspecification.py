@@ -1,6 +1,6 @@
-"""Misspecification check (lensinfer.misspecification): p-values, noise ratio, flags in the summary, exclusion from the
-combined result, and — with a tiny ratio estimator trained on simulations of the test config — matched mocks pass
-while mocks with a changed noise level are flagged."""
+"""Misspecification check (lensinfer.misspecification): p-values, noise ratio, peak counts, flags in the summary,
+exclusion from the combined result, and — with a tiny ratio estimator trained on simulations of the test config —
+matched mocks pass while mocks with a changed noise level, PSF, pixel scale or source type are flagged."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def tiny_setup(tmp_path_factory):
     from lensinfer.config import load_config
     from lensinfer.data.loader import load_whitening
     from lensinfer.data.merge import merge_dataset, write_masks
-    from lensinfer.misspecification import embed_dataset, simulation_sigma
+    from lensinfer.misspecification import embed_dataset, peak_smoothing_pixels, simulation_sigma
     from lensinfer.data.loader import MergedDataset
     from lensinfer.simulate.shard import simulate_shard
     from lensinfer.train import load_estimator, train_ratio_estimator
@@ -177,25 +177,28 @@ def tiny_setup(tmp_path_factory):
                           train_cfg=train_cfg, seed=1, out_model=wd / "model.pt", out_history=wd / "history.csv",
                           checkpoint_dir=wd / "ckpt")
     _, model, whitening = load_estimator(wd / "model.pt")
-    feats, bkg, stats = embed_dataset(model, whitening, merged["ref"], merged["ref"] / "masks.zarr", statistics=True)
+    feats, bkg, stats, peaks = embed_dataset(model, whitening, merged["ref"], merged["ref"] / "masks.zarr",
+                                             statistics=True, peaks=(peak_smoothing_pixels(cfg["instrument"]), 5.0))
     sigma = simulation_sigma(MergedDataset(merged["ref"], merged["ref"] / "masks.zarr").shard_attrs())
     return {"cfg": cfg, "model": model, "whitening": whitening, "reference": fit_reference(feats),
-            "stat_reference": fit_reference(stats), "sigma": sigma, "bkg": bkg, "wd": wd}
+            "stat_reference": fit_reference(stats), "peak_reference": peaks, "sigma": sigma, "bkg": bkg, "wd": wd}
 
 
 @pytest.mark.slow
 def test_matched_mocks_pass_and_noisier_mocks_are_flagged(tiny_setup):
     """Mocks of the training family mostly pass; mocks with 4× less exposure (noise ratio), with a PSF twice as
     wide (image statistics: the power spectrum's shape) and from a camera with half the pixel scale (the frame's WCS
-    against the simulated camera) are flagged. The source-type perturbation (clumpy COSMOS-format stamps) is
-    computed too (printed with -s) but not detected, here or on the demo models (``bench/misspecification.py``)."""
+    against the simulated camera) are flagged, and so are at least half of the mocks whose sources are clumpy
+    COSMOS-format stamps instead of Sérsic profiles (the peak count; 4 of 6 here, 50 % of 30 on the demo models,
+    ``bench/misspecification.py``)."""
     from lensinfer.misspecification import flag_rates, write_cosmos_test_split
 
     from .cosmos_fixture import make_cosmos_fixture
 
     s = tiny_setup
     cosmos = make_cosmos_fixture(s["wd"] / "cosmos", n=6, clumpy=True)
-    rates = flag_rates(estimators={"nre": (s["model"], s["whitening"], s["reference"], s["stat_reference"])},
+    rates = flag_rates(estimators={"nre": (s["model"], s["whitening"], s["reference"], s["stat_reference"],
+                                           s["peak_reference"])},
                        sim_sigma=s["sigma"],
                        sim_backgrounds=s["bkg"], config=s["cfg"], n=N_MOCKS, workdir=s["wd"] / "mocks",
                        cfg={"alpha": ALPHA}, conditions=PERTURBATIONS, cosmos_dir=cosmos,
@@ -212,6 +215,10 @@ def test_matched_mocks_pass_and_noisier_mocks_are_flagged(tiny_setup):
     assert rates["pixel_scale"]["flag_rate_noise"] == 0, rates["pixel_scale"]
     for kind in ("matched", "psf", "noise", "source"):
         assert rates[kind]["flag_rate_pixel_scale"] == 0, (kind, rates[kind])
+    # clumpy sources: more matched-filter peaks than the simulations make (one-sided), not the matched mocks
+    assert rates["source"]["flag_rate"] >= 0.5 and rates["source"]["flag_rate_peaks"] >= 0.5, rates["source"]
+    assert rates["source"]["median_peak_count"] > rates["matched"]["median_peak_count"], rates
+    assert rates["matched"]["flag_rate_peaks"] == 0 and rates["noise"]["flag_rate_noise"] == 1.0, rates
 
 
 class _UnitWhitening:
@@ -248,3 +255,79 @@ def test_image_statistics_see_the_psf_not_the_brightness():
     p_same = conformal_p_values(mahalanobis(image_statistics(sharp(20), w), ref.mean, ref.precision),
                                 ref.heldout_scores)
     assert np.all(p_blur < 0.01) and np.median(p_same) > 0.1, (p_blur, p_same)
+
+
+def _rings(rng, n, clumps=0, sigma=0.3):
+    """Two smooth lensed arcs on a ring (32 × 32; brightest at two opposite image positions) with white noise σ;
+    with ``clumps`` compact knots on the ring."""
+    from scipy.ndimage import gaussian_filter
+
+    yy, xx = np.mgrid[:32, :32] - 15.5
+    r0 = rng.uniform(6, 9, n)[:, None, None]
+    amp = rng.uniform(5, 20, n)[:, None, None]
+    phi0 = rng.uniform(0, np.pi, n)[:, None, None]
+    along = np.cos(np.arctan2(yy, xx)[None] - phi0) ** 2  # 1 at the two image positions, 0 between them
+    img = amp * along * np.exp(-0.5 * ((np.hypot(xx, yy)[None] - r0) / 1.2) ** 2)
+    for i in range(n):
+        for phi in rng.uniform(0, 2 * np.pi, clumps):
+            cx, cy = 15.5 + r0[i, 0, 0] * np.cos(phi), 15.5 + r0[i, 0, 0] * np.sin(phi)
+            img[i] += 1.5 * amp[i] * np.exp(-0.5 * ((xx + 15.5 - cx) ** 2 + (yy + 15.5 - cy) ** 2) / 0.5**2)
+    img = gaussian_filter(img, (0, 0.8, 0.8))
+    return (img + rng.normal(0, sigma, img.shape)).astype(np.float32)
+
+
+def test_peak_count_sees_compact_clumps_and_is_one_sided():
+    """Knots on smooth arcs add matched-filter peaks; the count's one-sided conformal p-value flags them, not fresh
+    smooth arcs, and a frame with *fewer* peaks than the simulations is not flagged."""
+    from lensinfer.misspecification import peak_counts
+
+    rng = np.random.default_rng(5)
+    smooth, clumpy = _rings(rng, 300), _rings(rng, 20, clumps=8)
+    ref = peak_counts(smooth, 0.3, smoothing=0.8, threshold=5.0)
+    fresh = peak_counts(_rings(rng, 20), 0.3, smoothing=0.8, threshold=5.0)
+    knots = peak_counts(clumpy, 0.3, smoothing=0.8, threshold=5.0)
+    assert np.median(knots) >= np.median(ref) + 2, (np.median(knots), np.median(ref))
+    p_knots, p_fresh = conformal_p_values(knots, ref), conformal_p_values(fresh, ref)
+    assert np.mean(p_knots < 0.05) >= 0.85 and np.mean(p_fresh < 0.05) <= 0.1, (p_knots, p_fresh)
+    assert conformal_p_values(np.zeros(1), ref)[0] == 1.0  # an empty frame: fewer peaks is not evidence
+    # bands add up; the threshold is in units of the background sigma given
+    two = np.stack([clumpy[:3], clumpy[:3]], axis=1)
+    np.testing.assert_array_equal(peak_counts(two, 0.3, 0.8), 2 * peak_counts(clumpy[:3], 0.3, 0.8))
+    np.testing.assert_array_equal(peak_counts(10 * clumpy[:3], 3.0, 0.8), peak_counts(clumpy[:3], 0.3, 0.8))
+    with pytest.raises(ValueError, match="background sigma"):
+        peak_counts(clumpy[:1], 0.0, 0.8)
+
+
+def test_peak_smoothing_is_the_simulated_psf_sigma_in_pixels():
+    from lensinfer.misspecification import peak_smoothing, peak_smoothing_pixels
+
+    hst = {"pixel_scale": 0.08, "psf": {"type": "gaussian", "fwhm": 0.144}}
+    assert peak_smoothing_pixels(hst) == pytest.approx(0.144 / 2.3548 / 0.08, rel=1e-4)
+    assert peak_smoothing_pixels({"pixel_scale": 0.04, "psf": {"type": "pixel", "path": "psf.fits"}}) == 1.0
+    drawn = {"pixel_scale": 0.263, "psf": {"type": "gaussian", "fwhm": {"uniform": [0.9, 1.2]}}}
+    assert peak_smoothing_pixels(drawn) == 1.0
+    bands = {"pixel_scale": 0.2, "reference_band": "i", "psf": {"type": "gaussian", "fwhm": 1.0},
+             "bands": [{"name": "g", "psf": {"type": "gaussian", "fwhm": 0.8}}, {"name": "i"}]}
+    assert peak_smoothing_pixels(bands) == pytest.approx(1.0 / 2.3548 / 0.2, rel=1e-4)  # i: the frame's PSF
+    assert peak_smoothing({"peak_smoothing": 1.7}, hst) == 1.7
+    assert peak_smoothing({"peak_smoothing": None}, None) == 1.0
+
+
+def test_assess_flags_a_lens_with_more_peaks_than_any_simulation():
+    rng = np.random.default_rng(2)
+    ref = fit_reference(rng.normal(size=(400, 3)))
+    names = ["knotty", "plain"]
+    kw = dict(names=names, features=np.zeros((2, 3)), noise_sigmas=[1.0, 1.0], backgrounds=[0.0, 0.0],
+              reference=ref, sim_sigma=1.0, sim_backgrounds=np.zeros(10), cfg={"alpha": 0.01})
+    peak_ref = rng.poisson(6, 999).astype(float)
+    rec = assess(**kw, peaks=np.array([40.0, 6.0]), peak_reference=peak_ref)
+    assert rec["flagged"] == ["knotty"] and rec["tests"] == ["embedding", "peak-count"]
+    knotty = rec["lenses"]["knotty"]
+    assert knotty["peak_count"] == 40 and knotty["p_value_peaks"] == pytest.approx(1 / 1000)
+    assert knotty["p_value"] == pytest.approx(2 / 1000)  # Bonferroni over the two tests computed
+    assert knotty["reasons"][0].startswith("peak-count p-value")
+    assert rec["lenses"]["plain"]["p_value_peaks"] > 0.3 and not rec["lenses"]["plain"]["flagged"]
+    with pytest.raises(ValueError, match="go together"):
+        assess(**kw, peaks=np.array([40.0, 6.0]))
+    with pytest.raises(ValueError, match="2 lenses"):
+        assess(**kw, peaks=np.array([40.0]), peak_reference=peak_ref)

@@ -202,3 +202,28 @@ def test_examples_and_observations_show_multiband_images_as_rgb(tmp_path, drawn)
     assert out.stat().st_size > 1000
     shown = [(ax.get_title(), ax.images[0].get_array().shape) for ax in drawn[-1].axes if ax.images]
     assert shown == [("a", (12, 12, 3)), ("b", (12, 12, 3))]
+
+
+def test_observation_figure_names_the_peak_count_of_a_lens_it_flagged(tmp_path, drawn):
+    import json
+
+    from lensinfer.plots import plot_observations
+
+    rng = np.random.default_rng(2)
+    paths = []
+    for i in range(2):
+        np.save(tmp_path / f"img{i}.npy", rng.normal(1.0, 0.1, (12, 12)).astype(np.float32))
+        np.save(tmp_path / f"mask{i}.npy", np.ones((12, 12), bool))
+        paths.append((str(tmp_path / f"img{i}.npy"), str(tmp_path / f"mask{i}.npy")))
+    lens = {"p_value": 0.5, "noise_ratio": 1.0, "pixel_scale_ratio": 1.0, "peak_count": 4, "flagged": False,
+            "reasons": []}
+    knotty = dict(lens, p_value=0.003, peak_count=31, flagged=True,
+                  reasons=["peak-count p-value 0.003 < alpha 0.01 (Bonferroni over the embedding, image-statistics, "
+                           "peak-count tests)"])
+    (tmp_path / "npe").mkdir()
+    (tmp_path / "npe" / "misspecification.json").write_text(json.dumps({"lenses": {"a": lens, "b": knotty}}))
+    plot_observations([p for p, _ in paths], [m for _, m in paths], ["a", "b"], tmp_path / "obs.png",
+                      misspecification=[str(tmp_path / "npe" / "misspecification.json")])
+    titles = [ax.get_title() for ax in drawn[-1].axes if ax.images]
+    assert titles[0] == "a"
+    assert titles[1].startswith("b\nFLAGGED (npe): p=0.003") and titles[1].endswith("31 peaks"), titles

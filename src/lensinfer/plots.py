@@ -105,7 +105,9 @@ def plot_observations(images: Sequence[str], masks: Sequence[str], names: Sequen
             pixels = lens.get("pixel_scale_ratio", float("nan"))
             ax.set_title(f"{names[i]}\nFLAGGED ({', '.join(flagged_by)}): p={lens['p_value']:.2g}, "
                          f"σ ratio {lens['noise_ratio']:.2f}"
-                         + (f", pixels ×{pixels:.2f}" if any("pixel scale" in r for r in lens["reasons"]) else ""),
+                         + (f", pixels ×{pixels:.2f}" if any("pixel scale" in r for r in lens["reasons"]) else "")
+                         + (f", {lens.get('peak_count')} peaks" if any(r.startswith("peak-count")
+                                                                        for r in lens["reasons"]) else ""),
                          fontsize=7, color="red")
             ax.axis("on")
             ax.set_xticks([])

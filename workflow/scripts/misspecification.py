@@ -16,6 +16,7 @@ with logged(snakemake.log[0]) as log:  # noqa: F821
         masks=list(inp.masks),
         metadata=list(inp.metadata),
         cfg=params.misspecification,
+        instrument=params.instrument,
         out_path=snakemake.output[0],  # noqa: F821
     )
     log.info("flagged: %s", record["flagged"] or "none")
