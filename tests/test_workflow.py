@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
+from lensinfer.config import load_config
 from lensinfer.data.store import directory_sha256
+from lensinfer.misspecification import peak_smoothing_pixels
 from lensinfer.observe.lenses import reference_lens
 
 from .conftest import copy_run
@@ -417,6 +419,11 @@ def test_misspecification_check_and_exclude_flagged(workdir):
         assert summary["combined_threshold_set_size"] == 3 and summary["combined_thresholds_source"] == "calibrate"
         record = json.loads((workdir / f"results/inference/{est}/misspecification.json").read_text())
         ratios = {k: v["noise_ratio"] for k, v in record["lenses"].items()}
+        # the DAG runs all three tests; the peak count's filter is the simulated PSF's σ in pixels
+        assert record["tests"] == ["embedding", "image-statistics", "peak-count"], record["tests"]
+        assert record["peak_smoothing_pixels"] == pytest.approx(peak_smoothing_pixels(load_config(
+            workdir / "config.yaml")["instrument"]))
+        assert all(v["peak_count"] >= 0 and 0 < v["p_value_peaks"] <= 1 for v in record["lenses"].values())
     # matched mocks: the input-frame σ carried to the grid agrees with the simulation's
     assert all(0.9 < r < 1.15 for r in ratios.values()), ratios
     low = sorted(ratios.values())
