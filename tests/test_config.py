@@ -113,3 +113,15 @@ def test_model_selection_errors_name_the_key(raw, train, match):
 def test_paper_config_selects_the_epoch_20_model(root):
     cfg = load_config(root / "config" / "paper.yaml")
     assert cfg["train"]["select"] == "epoch" and cfg["train"]["select_epoch"] == 20  # the reference's model
+
+
+@pytest.mark.parametrize("key,value", [("peak_threshold", 0), ("peak_smoothing", -1.0), ("peak_smoothing", "psf")])
+def test_peak_count_settings_are_checked_and_named(raw, key, value):
+    """inference.misspecification.peak_threshold / peak_smoothing (the peak count, issue 17): a non-positive or
+    non-numeric value is refused at validation — before any job runs — with the key in the message."""
+    cfg = copy.deepcopy(raw)
+    cfg["inference"].setdefault("misspecification", {})[key] = value
+    with pytest.raises(Exception, match=key):
+        _validated(cfg)
+    cfg["inference"]["misspecification"][key] = None if key == "peak_smoothing" else 3.0
+    assert _validated(cfg)["inference"]["misspecification"][key] == cfg["inference"]["misspecification"][key]
