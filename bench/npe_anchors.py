@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -248,10 +249,64 @@ def calibration(samples: np.ndarray, truths: np.ndarray, columns: list[str], sho
     return out
 
 
+def r2_score(estimate: np.ndarray, truth: np.ndarray) -> float:
+    """1 − Σ(estimate − truth)² / Σ(truth − mean truth)²."""
+    return float(1 - np.sum((estimate - truth) ** 2) / np.sum((truth - truth.mean()) ** 2))
+
+
+def r2_bounds(theta_e: np.ndarray, sigma_v: np.ndarray, z_lens: np.ndarray, z_source: np.ndarray, *,
+              sigma_v_range: tuple[float, float], z_lens_range: tuple[float, float],
+              z_source_range: tuple[float, float], cosmology: str, n_prior: int = 4_000_000,
+              n_bins: int = 4000, seed: int = 0) -> dict[str, float]:
+    """Ceilings of R² for σ_v, z_l and z_s on these test lenses when the image tells θE **exactly** and nothing about
+    the redshifts (as in seed 003's prior, where θE = 4π (σ_v/c)² D_ls/D_s and the light does not depend on z): the
+    R² of the best point estimate for a squared error, the prior's conditional mean E[p | θE], evaluated at each test
+    lens's true θE. The conditional mean is a Monte Carlo of the uniform prior (``n_prior`` draws; θE through
+    ``lensinfer.physics.sis_theta_e`` on a 41 × 41 grid of the two redshifts, interpolated) in ``n_bins`` equal-count
+    bins of θE. No estimator of σ_v whose images carry no redshift information can exceed ``sigma_v`` here."""
+    from scipy.interpolate import RegularGridInterpolator
+
+    from lensinfer import physics
+
+    zl_g, zs_g = np.linspace(*z_lens_range, 41), np.linspace(*z_source_range, 41)
+    ratio = np.array([[physics.sis_theta_e(1.0, a, b, cosmology) for b in zs_g] for a in zl_g])
+    per_sigma2 = RegularGridInterpolator((zl_g, zs_g), ratio)
+    rng = np.random.default_rng(seed)
+    sv = rng.uniform(*sigma_v_range, n_prior)
+    zl, zs = rng.uniform(*z_lens_range, n_prior), rng.uniform(*z_source_range, n_prior)
+    te = sv ** 2 * per_sigma2(np.c_[zl, zs])
+    edges = np.quantile(te, np.linspace(0.0, 1.0, n_bins + 1))
+    b = np.clip(np.searchsorted(edges, te) - 1, 0, n_bins - 1)
+    bt = np.clip(np.searchsorted(edges, theta_e) - 1, 0, n_bins - 1)
+    count = np.bincount(b, minlength=n_bins)
+    out = {}
+    for name, draws, truth in (("sigma_v", sv, sigma_v), ("z_l", zl, z_lens), ("z_s", zs, z_source)):
+        cond_mean = np.bincount(b, draws, n_bins) / count
+        out[name] = r2_score(cond_mean[bt], truth)
+    return out
+
+
+def paired_r2_difference(ours: np.ndarray, theirs: np.ndarray, truths: np.ndarray, columns: list[str], *,
+                         n_boot: int = 2000, seed: int = 0) -> dict[str, list[float]]:
+    """95 % paired-bootstrap interval (resampling the test lenses, both estimators on the same resample) of
+    R²(ours) − R²(theirs) per parameter, from point estimates (N, P) of each: whether a difference in R² on these
+    test lenses exceeds what the choice of test lenses alone makes."""
+    rng = np.random.default_rng(seed)
+    n = len(truths)
+    diffs = np.empty((n_boot, len(columns)))
+    for k in range(n_boot):
+        i = rng.integers(0, n, n)
+        for j in range(len(columns)):
+            diffs[k, j] = r2_score(ours[i, j], truths[i, j]) - r2_score(theirs[i, j], truths[i, j])
+    lo, hi = np.percentile(diffs, [2.5, 97.5], axis=0)
+    return {SHORT[c]: [round(float(lo[j]), 4), round(float(hi[j]), 4)] for j, c in enumerate(columns)}
+
+
 def delve_metrics(samples: np.ndarray, truths: np.ndarray, columns: list[str], prefix: str = "") -> dict[str, Any]:
     """Seed 003's and seed 001's metrics per parameter from posterior samples (N, S, P) and truths (N, P):
 
     * ``r2`` — 1 − Σ(median − truth)² / Σ(truth − mean truth)² (posterior median as the point estimate);
+      ``r2_mean`` — the same with the posterior mean (the point estimate that minimises the squared error R² scores);
     * ``mae`` — mean |median − truth| in physical units (km/s, arcsec, —, —, —, —);
     * ``mafr`` — mean |median − truth| / |truth|, the units of seed 003's "mean absolute residual": predicting the
       prior mean of z_l ~ U(0.2, 0.4) and z_s ~ U(0.6, 0.8) (R² ≈ 0, as theirs) gives exactly 0.177 and 0.072 in
@@ -263,12 +318,14 @@ def delve_metrics(samples: np.ndarray, truths: np.ndarray, columns: list[str], p
     Precision and fractional deviation are meaningless for e1, e2 (centred on 0); they are reported as the keys ask.
     """
     q16, med, q84 = np.percentile(samples, [16, 50, 84], axis=1)
+    mean = samples.mean(axis=1)
     out: dict[str, Any] = {}
     for j, c in enumerate(columns):
         s = SHORT[c]
         t, m = truths[:, j], med[:, j]
         resid = m - t
-        out[f"{prefix}r2_{s}"] = round(float(1 - np.sum(resid ** 2) / np.sum((t - t.mean()) ** 2)), 5)
+        out[f"{prefix}r2_{s}"] = round(r2_score(m, t), 5)
+        out[f"{prefix}r2_mean_{s}"] = round(r2_score(mean[:, j], t), 5)
         frac = np.abs(resid) / np.abs(t)
         out[f"{prefix}mae_{s}"] = round(float(np.mean(np.abs(resid))), 5)
         out[f"{prefix}mafr_{s}"] = round(float(np.mean(frac)), 5)
@@ -401,9 +458,20 @@ def delve_table(res: dict[str, Any]) -> str:
                     f"{SEED003_R2[s][0]:9.3f} {SEED003_R2[s][1]:9.3f} | {res[f'mae_{s}']:9.4f} {res[f'mafr_{s}']:12.4f} "
                     f"{SEED003_MAR[s]:9.3f} | {res[f'median_precision_{s}']:7.1f} {s1[0]!s:>6} "
                     f"{res[f'median_frac_dev_{s}']:7.1f} {s1[1]!s:>6} {s1[2]!s:>7}")
+    rows.append("R² with the posterior mean: " + ", ".join(
+        f"{s} ours {res.get(f'r2_mean_{s}', float('nan')):.4f} / sbi {res.get(f'sbi_r2_mean_{s}', float('nan')):.4f}"
+        for s in ("sigma_v", "theta_E", "e1", "e2", "z_l", "z_s")))
+    if "r2_bound_sigma_v" in res:
+        rows.append(f"ceilings of R² with θE exact and no redshift information (these test lenses): σ_v "
+                    f"{res['r2_bound_sigma_v']}, z_l {res['r2_bound_z_l']}, z_s {res['r2_bound_z_s']}")
+    if "r2_minus_sbi_ci95" in res:
+        rows.append("R²(ours) − R²(sbi), paired bootstrap 95 % (medians): " + ", ".join(
+            f"{s} [{lo:+.3f}, {hi:+.3f}]" for s, (lo, hi) in res["r2_minus_sbi_ci95"].items()))
+    timing = "side by side, median of " + str(res["timing_repeats"]) if res.get("timing_repeats") else "single run"
     rows.append(f"TARP max|ECP−α|: ours {res['tarp_max_dev']}, sbi {res.get('sbi_tarp_max_dev')}; 2 500 lenses × "
-                f"5 000 samples (measured): ours {res['seconds_2500_lenses_5000_samples']} s, sbi "
-                f"{res.get('sbi_seconds_2500_lenses_5000_samples')} s, seed 001 < 120 s; train: ours {res['train_s']} s, "
+                f"5 000 samples (measured, {timing}): ours {res['seconds_2500_lenses_5000_samples']} s, sbi "
+                f"{res.get('sbi_seconds_2500_lenses_5000_samples')} s (sbi/ours {res.get('sbi_over_ours_sampling')}), "
+                f"seed 001 < 120 s; train: ours {res['train_s']} s, "
                 f"sbi {res.get('sbi_train_s')} s (seed: NSF 123 epochs ≈ 15 min)")
     rows.append("MAE in physical units (km/s, arcsec, —); |Δ|/|t| = mean absolute fractional residual, the units of "
                 "seed 003's column")
@@ -447,8 +515,10 @@ def run(args: Any, *, flow: dict[str, Any], train: dict[str, Any], validated: Ca
     data, out = work / "data", work / "model"
     full = args.timing_lenses == 2500 and args.n_samples == 5000  # --quick times fewer: no 2 500 × 5 000 figure
     result: dict[str, Any] = {}
+    samplers: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {}
     if not args.peer_only:
-        result.update(ours(args, cfg, data, out, full))
+        res, samplers["ours"] = ours(args, cfg, data, out, full)
+        result.update(res)
         print(f"[{setting}] ours (before the peer): {dump(result)}", flush=True)
     if setting == "seeds-delve":
         ok, why = sbi_available()
@@ -457,7 +527,14 @@ def run(args: Any, *, flow: dict[str, Any], train: dict[str, Any], validated: Ca
             print(f"[{setting}] sbi peer skipped: {reason}", flush=True)
             result["sbi_skipped"] = reason
         else:
-            result.update(peer(args, cfg, data, work / "sbi", full))
+            res, sbi = peer(args, cfg, data, work / "sbi", full)
+            result.update(res)
+            if sbi is not None:
+                samplers["sbi"] = sbi
+    if not args.peer_only and args.timing_repeats > 0:
+        result.update(side_by_side(samplers, args, full))
+    if setting == "seeds-delve" and not args.peer_only:
+        result.update(delve_context(cfg, work, quick=bool(args.quick)))
     n_test = len(read_table(data / "test" / "table.zarr")[0])
     result.update({"n_train": n_fit, "n_val": args.n_val, "n_test": n_test, "bands": [b["name"] for b in
                    cfg["instrument"]["bands"]], "pixel_scale": cfg["instrument"]["pixel_scale"],
@@ -468,20 +545,24 @@ def run(args: Any, *, flow: dict[str, Any], train: dict[str, Any], validated: Ca
     return result
 
 
-def train_bench_flow(cfg: dict[str, Any], data: Path, out: Path, threads: int) -> dict[str, Any]:
+def train_bench_flow(cfg: dict[str, Any], data: Path, out: Path, threads: int,
+                     seed: int | None = None) -> dict[str, Any]:
     """The project's training loop on a bench's simulated ``data`` (train/val folders with masks and the train
-    set's whitening), writing model, history and per-epoch checkpoints under ``out`` (resumes from them)."""
+    set's whitening), writing model, history and per-epoch checkpoints under ``out`` (resumes from them). ``seed``:
+    the training seed (initialisation, batch order, augmentation), by default the config's — the simulations' seed
+    stays the config's either way, so several training seeds share one data set."""
     from lensinfer.train import train_flow_posterior
 
     out.mkdir(parents=True, exist_ok=True)
     return train_flow_posterior(
         train_dir=data / "train", train_masks=data / "train" / "masks.zarr", val_dir=data / "val",
         val_masks=data / "val" / "masks.zarr", whitening=data / "train" / "stats.json", flow_cfg=cfg["flow"],
-        train_cfg=cfg["train"], seed=cfg["seed"], out_model=out / "model.pt", out_history=out / "history.csv",
+        train_cfg=cfg["train"], seed=cfg["seed"] if seed is None else seed, out_model=out / "model.pt", out_history=out / "history.csv",
         checkpoint_dir=out / "checkpoints", threads=threads)
 
 
-def ours(args: Any, cfg: dict[str, Any], data: Path, out: Path, full: bool) -> dict[str, Any]:
+def ours(args: Any, cfg: dict[str, Any], data: Path, out: Path,
+         full: bool) -> tuple[dict[str, Any], Callable[[np.ndarray, np.ndarray], np.ndarray]]:
     """Train lensinfer's flow with the project's loop (resumes from its per-epoch checkpoint), then time 2 500 ×
     5 000 samples and compute the setting's metrics on the test lenses."""
     import torch
@@ -491,7 +572,7 @@ def ours(args: Any, cfg: dict[str, Any], data: Path, out: Path, full: bool) -> d
     setting = args.setting
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    summary = train_bench_flow(cfg, data, out, args.threads)
+    summary = train_bench_flow(cfg, data, out, args.threads, seed=args.train_seed)
     t_wall = time.perf_counter() - t0
     # training time = the epochs' own seconds (history.csv), right also when this run resumed from a checkpoint
     t_train = sum(row["seconds"] for row in read_history(out / "history.csv"))
@@ -502,9 +583,10 @@ def ours(args: Any, cfg: dict[str, Any], data: Path, out: Path, full: bool) -> d
     images, masks, truths, table_cols, table = _test_set(args.work, targets)
     n_test = len(images)
     torch.set_num_threads(args.sample_threads)
-    samples, seconds = timed_samples(ours_sampler(out / "model.pt", args.n_samples), images, masks,
-                                     n_lenses=args.timing_lenses)
+    sampler = ours_sampler(out / "model.pt", args.n_samples)
+    samples, seconds = timed_samples(sampler, images, masks, n_lenses=args.timing_lenses)
     samples = samples[:n_test].astype(np.float64)
+    np.savez(out / "test_point_estimates.npz", median=np.median(samples, axis=1), mean=samples.mean(axis=1))
     print(f"[{setting}] ours: {args.timing_lenses} lenses × {args.n_samples} samples in {seconds:.1f} s", flush=True)
     result: dict[str, Any] = {}
     if setting == "seeds-delve":
@@ -516,8 +598,9 @@ def ours(args: Any, cfg: dict[str, Any], data: Path, out: Path, full: bool) -> d
                    "sampling_extrapolated": False, "sampling_s": round(seconds, 2),
                    "timing_lenses": args.timing_lenses, "timing_samples": args.n_samples,
                    "train_s": round(t_train), "train_wall_s_this_run": round(t_wall), "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
-                   "best_val_nll": round(summary["best_val_loss"], 4)})
-    return result
+                   "best_val_nll": round(summary["best_val_loss"], 4),
+                   "train_seed": cfg["seed"] if args.train_seed is None else args.train_seed})
+    return result, sampler
 
 
 def _alive(pid: int) -> bool:
@@ -530,7 +613,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def peer(args: Any, cfg: dict[str, Any], data: Path, cache: Path, full: bool) -> dict[str, Any]:
+def peer(args: Any, cfg: dict[str, Any], data: Path, cache: Path,
+         full: bool) -> tuple[dict[str, Any], Callable[[np.ndarray, np.ndarray], np.ndarray] | None]:
     """The sbi peer on the very same training images (fit + validation sets) and test lenses, timed with the same
     timer. Its result is kept in ``<workdir>/sbi/result.json`` (reused by a later run on the same workdir, e.g. the
     full run after ``--peer-only``); while another process computes it (``sbi/running`` holds its pid), wait."""
@@ -545,11 +629,13 @@ def peer(args: Any, cfg: dict[str, Any], data: Path, cache: Path, full: bool) ->
            "sbi_max_epochs": args.sbi_max_epochs, "timing_lenses": args.timing_lenses, "n_samples": args.n_samples}
     while lock.exists() and not done.exists() and _alive(int(lock.read_text() or 0)):
         time.sleep(10)
+    saved = cache / "posterior.pkl"  # the trained sbi posterior (sbi's documented way to keep one: pickle)
     if done.exists():
         cached = json.loads(done.read_text())
         if cached.get("key") == key:
             print(f"[{setting}] sbi peer: result of an earlier run on this workdir ({done})", flush=True)
-            return cached["result"]
+            posterior = _load_pickle(saved) if saved.exists() else None
+            return cached["result"], None if posterior is None else sbi_sampler(posterior, args.n_samples)
     lock.write_text(str(os.getpid()))
     try:
         from lensinfer import physics
@@ -572,12 +658,17 @@ def peer(args: Any, cfg: dict[str, Any], data: Path, cache: Path, full: bool) ->
                                   seed=int(cfg["seed"]), quick=args.quick, log_dir=cache / "logs")
         del train_x
         print(f"[{setting}] training (sbi): {info}", flush=True)
+        tmp = saved.with_suffix(".tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump(posterior, fh)
+        tmp.rename(saved)
         images, masks, truths, _, _ = _test_set(args.work, targets)
         n_test = len(images)
         torch.set_num_threads(args.sample_threads)
         s_sbi, sec_sbi = timed_samples(sbi_sampler(posterior, args.n_samples), images, masks,
                                        n_lenses=args.timing_lenses)
         s_sbi = s_sbi[:n_test].astype(np.float64)
+        np.savez(cache / "test_point_estimates.npz", median=np.median(s_sbi, axis=1), mean=s_sbi.mean(axis=1))
         print(f"[{setting}] sbi: {args.timing_lenses} lenses × {args.n_samples} samples in {sec_sbi:.1f} s",
               flush=True)
         result: dict[str, Any] = {}
@@ -588,9 +679,68 @@ def peer(args: Any, cfg: dict[str, Any], data: Path, cache: Path, full: bool) ->
         result["sbi_sampling_s"] = round(sec_sbi, 2)
         done.write_text(json.dumps({"key": key, "result": result}))
         print(f"[{setting}] sbi peer: {dump(result)}", flush=True)
-        return result
+        return result, sbi_sampler(posterior, args.n_samples)
     finally:
         lock.unlink(missing_ok=True)
+
+
+def _load_pickle(path: Path) -> Any:
+    """The sbi posterior this bench pickled itself in its own workdir (never a file from elsewhere)."""
+    with open(path, "rb") as fh:
+        return pickle.load(fh)
+
+
+def delve_context(cfg: dict[str, Any], work: Path, quick: bool = False) -> dict[str, Any]:
+    """What the seeds-delve R² are measured against, on the same test lenses: ``r2_bound_<sigma_v|z_l|z_s>``, the
+    ceilings of :func:`r2_bounds` (θE known exactly, no redshift information in the images); and, when both
+    estimators' point estimates are in the workdir, ``r2_minus_sbi_ci95`` / ``r2_mean_minus_sbi_ci95``: the paired
+    bootstrap 95 % interval of R²(ours) − R²(sbi) per parameter (posterior medians / means)."""
+    _, _, truths, _, _ = _test_set(work, SEEDS_DELVE_TARGETS)
+    col = {c: truths[:, j] for j, c in enumerate(SEEDS_DELVE_TARGETS)}
+    lens = cfg["lens"]
+    bounds = r2_bounds(col["lens_theta_E"], col["lens_sigma_v"], col["z_lens"], col["z_source"],
+                       sigma_v_range=tuple(lens["main"]["sigma_v"]["uniform"]),
+                       z_lens_range=tuple(lens["z_lens"]["uniform"]), z_source_range=tuple(lens["z_source"]["uniform"]),
+                       cosmology=cfg["cosmology"], n_prior=200_000 if quick else 4_000_000, n_bins=200 if quick else 4000)
+    out: dict[str, Any] = {f"r2_bound_{k}": round(v, 4) for k, v in bounds.items()}
+    ours_pe, sbi_pe = work / "model" / "test_point_estimates.npz", work / "sbi" / "test_point_estimates.npz"
+    if ours_pe.exists() and sbi_pe.exists():
+        a, b = np.load(ours_pe), np.load(sbi_pe)
+        for key, name in (("median", "r2_minus_sbi_ci95"), ("mean", "r2_mean_minus_sbi_ci95")):
+            out[name] = paired_r2_difference(a[key], b[key], truths, SEEDS_DELVE_TARGETS,
+                                             n_boot=200 if quick else 2000)
+    return out
+
+
+def side_by_side(samplers: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]], args: Any,
+                 full: bool) -> dict[str, Any]:
+    """The sampling timer run side by side: ``args.timing_repeats`` rounds, each timing every estimator once on the
+    same ``args.timing_lenses`` test lenses × ``args.n_samples`` samples (embedding + sampling, ``timed_samples``) on
+    ``args.sample_threads`` threads, the order alternating between rounds; the medians replace the single timings of
+    training time (``seconds_2500_lenses_5000_samples``, ``sbi_…``), the runs are listed, and with both estimators
+    ``sbi_over_ours_sampling`` is the ratio of the medians. The first timings (taken right after each training, under
+    whatever else ran then) stay as ``sampling_s`` / ``sbi_sampling_s``."""
+    import torch
+
+    images, masks, _, _, _ = _test_set(args.work, [])
+    torch.set_num_threads(args.sample_threads)
+    names = list(samplers)
+    runs: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.timing_repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            _, sec = timed_samples(samplers[name], images, masks, n_lenses=args.timing_lenses)
+            runs[name].append(round(sec, 2))
+            print(f"[{args.setting}] side by side, round {r + 1}: {name} {sec:.1f} s", flush=True)
+    out: dict[str, Any] = {"timing_repeats": args.timing_repeats, "sampling_side_by_side": len(names) > 1}
+    for name in names:
+        prefix = "" if name == "ours" else f"{name}_"
+        med = float(np.median(runs[name]))
+        out[f"{prefix}sampling_runs_s"] = runs[name]
+        out[f"{prefix}sampling_median_s"] = round(med, 2)
+        out[f"{prefix}seconds_2500_lenses_5000_samples"] = round(med, 1) if full else None
+    if len(names) > 1:
+        out["sbi_over_ours_sampling"] = round(float(np.median(runs["sbi"]) / np.median(runs["ours"])), 2)
+    return out
 
 
 def dump(result: dict[str, Any]) -> str:

@@ -251,6 +251,12 @@ def main() -> None:
     ap.add_argument("--peer-only", action="store_true",
                     help="seeds-delve: simulate (or reuse --workdir's images) and run only the sbi peer; its result is "
                          "kept in the workdir and reused by the full run on the same workdir")
+    ap.add_argument("--train-seed", type=int, default=None,
+                    help="anchor settings: seed of our flow's training only (the simulations keep the config's seed: "
+                         "another training seed on the same data, for the spread of a metric over runs)")
+    ap.add_argument("--timing-repeats", type=int, default=3,
+                    help="anchor settings: rounds of the side-by-side sampling timer (ours and sbi alternately; "
+                         "medians reported); 0 keeps the single timing taken after training")
     ap.add_argument("--sbi-max-epochs", type=int, default=400, help="seeds-delve: cap on sbi's epochs (patience 20)")
     args = ap.parse_args()
     if args.setting != "hst":

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +161,14 @@ def test_bench_npe_seeds_delve_quick():
     assert out["sampling_extrapolated"] is False and out["sampling_s"] > 0
     assert out["seconds_2500_lenses_5000_samples"] is None  # quick: fewer lenses timed, no 2 500 × 5 000 figure
     assert out["train_s"] >= 0 and "--no-sbi" in out["sbi_skipped"]
+    # the sampling timer repeated (default 3 rounds), the median reported; no peer, so nothing side by side
+    assert out["timing_repeats"] == 3 and len(out["sampling_runs_s"]) == 3 and out["sampling_side_by_side"] is False
+    assert out["sampling_median_s"] == pytest.approx(sorted(out["sampling_runs_s"])[1], abs=0.01)
+    assert "sbi_sampling_runs_s" not in out and "r2_minus_sbi_ci95" not in out
+    for p in SEEDS_DELVE_PARAMS:
+        assert math.isfinite(out[f"r2_mean_{p}"]) and out[f"r2_mean_{p}"] <= 1
+    for p in ("sigma_v", "z_l", "z_s"):  # the ceilings (θE exact, no redshift information) on the same test lenses
+        assert math.isfinite(out[f"r2_bound_{p}"]) and out[f"r2_bound_{p}"] <= 1
 
 
 @pytest.mark.slow
@@ -178,6 +187,14 @@ def test_bench_npe_seeds_delve_sbi_quick(tmp_path):
     assert 0 <= out["sbi_tarp_max_dev"] <= 1 and out["sbi_sampling_s"] > 0 and out["sbi_train_s"] >= 0
     assert out["sbi_embedding_params"] == 72128  # the seed's embedding: its torchsummary total
     assert out["sbi_seconds_2500_lenses_5000_samples"] is None
+    # the second run reloaded the pickled sbi posterior and timed both samplers side by side, alternately
+    assert (tmp_path / "sbi" / "posterior.pkl").exists() and out["sampling_side_by_side"] is True
+    assert len(out["sampling_runs_s"]) == len(out["sbi_sampling_runs_s"]) == out["timing_repeats"] == 3
+    assert out["sbi_over_ours_sampling"] == pytest.approx(
+        sorted(out["sbi_sampling_runs_s"])[1] / sorted(out["sampling_runs_s"])[1], rel=0.02)
+    for key in ("r2_minus_sbi_ci95", "r2_mean_minus_sbi_ci95"):  # paired bootstrap on the same test lenses
+        assert set(out[key]) == set(SEEDS_DELVE_PARAMS)
+        assert all(lo <= hi for lo, hi in out[key].values())
 
 
 @pytest.mark.slow
@@ -205,3 +222,54 @@ def test_zero_point_for_depth_gives_five_sigma():
     flux_e = float(physics.magnitude_to_cps(26.5, zp)) * 600.0
     sky_e = float(physics.magnitude_to_cps(22.0, zp)) * 600.0  # e⁻ per arcsec²
     assert flux_e / math.sqrt(4 * math.pi * sigma**2 * sky_e) == pytest.approx(5.0, rel=1e-3)
+
+
+def _anchors():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import npe_anchors
+
+    return npe_anchors
+
+
+def test_r2_bounds_match_the_conditional_mean_by_quadrature():
+    """The σ_v / z ceilings (θE exact, no redshift information): the Monte Carlo conditional mean E[p | θE] of the
+    uniform prior agrees with the same expectation by quadrature over (z_l, z_s) — σ_v(θE, z) = sqrt(θE / r(z)),
+    r = θE(σ_v = 1), weighted by the prior density of σ_v times |∂σ_v/∂θE| = 1 / (2 sqrt(θE r)) — and its R² on lenses
+    drawn from the prior is seed 003's prior's: σ_v ≈ 0.90, z_l ≈ 0.14, z_s ≈ 0.02."""
+    from lensinfer import physics
+
+    A = _anchors()
+    rng = np.random.default_rng(1)
+    n = 400
+    sv, zl, zs = rng.uniform(150, 400, n), rng.uniform(0.2, 0.4, n), rng.uniform(0.6, 0.8, n)
+    te = np.array([physics.sis_theta_e(a, b, c) for a, b, c in zip(sv, zl, zs)])
+    kw = dict(sigma_v_range=(150.0, 400.0), z_lens_range=(0.2, 0.4), z_source_range=(0.6, 0.8), cosmology="planck18")
+    got = A.r2_bounds(te, sv, zl, zs, n_prior=2_000_000, n_bins=1000, **kw)
+    zg_l, zg_s = np.linspace(0.2, 0.4, 81), np.linspace(0.6, 0.8, 81)
+    r = np.array([[physics.sis_theta_e(1.0, a, b) for b in zg_s] for a in zg_l])
+    cond = {"sigma_v": [], "z_l": [], "z_s": []}
+    for t in te:
+        s_of_z = np.sqrt(t / r)
+        w = (s_of_z >= 150) & (s_of_z <= 400)
+        w = w / np.sqrt(t * r)
+        cond["sigma_v"].append(np.sum(w * s_of_z) / w.sum())
+        cond["z_l"].append(np.sum(w * zg_l[:, None]) / w.sum())
+        cond["z_s"].append(np.sum(w * zg_s[None, :]) / w.sum())
+    for name, truth in (("sigma_v", sv), ("z_l", zl), ("z_s", zs)):
+        want = A.r2_score(np.asarray(cond[name]), truth)
+        assert got[name] == pytest.approx(want, abs=0.004), name
+    assert got["sigma_v"] == pytest.approx(0.90, abs=0.03) and got["z_l"] == pytest.approx(0.14, abs=0.06)
+
+
+def test_paired_r2_difference():
+    """The paired bootstrap of R²(ours) − R²(theirs): identical estimates give exactly [0, 0]; an estimate with half
+    the error of the other gives an interval above 0; it is paired (the same resample for both)."""
+    A = _anchors()
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=(500, 1))
+    noise = rng.normal(size=(500, 1))
+    cols = ["lens_e1"]
+    assert A.paired_r2_difference(truth + noise, truth + noise, truth, cols, n_boot=200)["e1"] == [0.0, 0.0]
+    lo, hi = A.paired_r2_difference(truth + 0.5 * noise, truth + noise, truth, cols, n_boot=200)["e1"]
+    assert 0 < lo <= hi  # R² 0.8 vs 0.0 in expectation
+    assert hi - lo < 0.3
