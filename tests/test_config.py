@@ -125,3 +125,17 @@ def test_peak_count_settings_are_checked_and_named(raw, key, value):
         _validated(cfg)
     cfg["inference"]["misspecification"][key] = None if key == "peak_smoothing" else 3.0
     assert _validated(cfg)["inference"]["misspecification"][key] == cfg["inference"]["misspecification"][key]
+
+
+def test_light_traces_mass_needs_a_lens_light(raw):
+    """lens.light_traces_mass without a lens light is refused with the key named; with one it validates."""
+    cfg = copy.deepcopy(raw)
+    cfg["lens"]["light_traces_mass"] = True
+    if cfg["lens"].get("lens_light"):
+        _validated(cfg)
+    cfg["lens"]["lens_light"] = None
+    with pytest.raises(ConfigError, match=r"lens\.light_traces_mass"):
+        _validated(cfg)
+    cfg["lens"]["light_traces_mass"] = "yes"
+    with pytest.raises(Exception, match="light_traces_mass"):
+        _validated(cfg)

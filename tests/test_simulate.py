@@ -68,6 +68,30 @@ def test_placement_only_on_bright_pixels():
     assert np.abs(x - (30 - 24.5) * 0.08).max() <= 0.04 + 1e-12
 
 
+def test_light_traces_mass_ties_the_lens_lights_ellipticity():
+    """lens.light_traces_mass: the lens light's e1, e2 (columns and the rendered profile's kwargs) are the main lens's;
+    every other draw keeps its value (the light's own e1/e2 are still drawn, then replaced)."""
+    from lensinfer.simulate.scene import draw_macro
+
+    lens = {"z_lens": 0.3, "z_source": 0.7,
+            "main": {"theta_E": {"uniform": [0.8, 1.5]}, "gamma": 2.0, "e1": {"uniform": [-0.4, 0.4]},
+                     "e2": {"uniform": [-0.4, 0.4]}, "center_x": 0.0, "center_y": 0.0},
+            "lens_light": {"magnitude": {"uniform": [17, 19]}, "R_sersic": 1.0, "n_sersic": 4.0,
+                           "e1": {"uniform": [-0.1, 0.1]}, "e2": {"uniform": [-0.1, 0.1]}},
+            "source": {"type": "sersic", "magnitude": {"uniform": [20, 22]}, "R_sersic": 0.3, "n_sersic": 1.0,
+                       "e1": 0.0, "e2": 0.0, "center_x": {"uniform": [-0.2, 0.2]}, "center_y": 0.0}}
+    for seed in range(4):
+        free = draw_macro(np.random.default_rng(seed), lens, 26.75)
+        tied = draw_macro(np.random.default_rng(seed), dict(lens, light_traces_mass=True), 26.75)
+        p, q = free.params, tied.params
+        assert (q["lens_light_e1"], q["lens_light_e2"]) == (q["lens_e1"], q["lens_e2"])
+        assert tied.kwargs_lens_light[0]["e1"] == q["lens_e1"] and tied.kwargs_lens_light[0]["e2"] == q["lens_e2"]
+        assert abs(p["lens_light_e1"]) <= 0.1 and p["lens_light_e1"] != q["lens_light_e1"]
+        for k in p:  # everything else drawn identically
+            if k not in ("lens_light_e1", "lens_light_e2", "lens_light_amp"):
+                assert q[k] == p[k], k
+
+
 def test_sigma_v_prior_sets_theta_e_from_the_redshifts():
     from lensinfer import physics
     from lensinfer.simulate.scene import draw_macro

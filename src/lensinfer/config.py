@@ -87,6 +87,8 @@ def check_config(config: Mapping[str, Any], base_dir: str | Path = ".") -> None:
         _within("lens.main.sigma_v", lens["main"]["sigma_v"], 1.0, 2000.0, "the velocity dispersion (km/s)")
     else:
         _within("lens.main.theta_E", lens["main"]["theta_E"], 1e-3, 10.0, "the Einstein radius (arcsec)")
+    if lens.get("light_traces_mass") and not lens.get("lens_light"):
+        raise ConfigError("lens.light_traces_mass: true needs a lens light (lens.lens_light is null or missing)")
     lo_m, hi_m = config["subhalos"]["log10_mass"]
     if not lo_m < hi_m:
         raise ConfigError(f"subhalos.log10_mass: need low < high, got {[lo_m, hi_m]}")

@@ -108,6 +108,8 @@ def draw_macro(rng: np.random.Generator, lens_cfg: Mapping[str, Any], zero_point
     ``lens.main.sigma_v`` (km/s, instead of ``theta_E``) draws a velocity dispersion and sets θE from it and the
     redshifts (:func:`lensinfer.physics.sis_theta_e`, as the flow seeds' deeplenstronomy simulations); the column
     ``lens_sigma_v`` is then added (drawn just before θE would be, so the other draws keep their order).
+    ``lens.light_traces_mass``: the lens light takes the main lens's ellipticity (e1, e2), as lens models that tie
+    the light's shape to the mass's do.
     """
     p: dict[str, float] = {}
     p["z_lens"] = draw(lens_cfg["z_lens"], rng)
@@ -147,6 +149,8 @@ def draw_macro(rng: np.random.Generator, lens_cfg: Mapping[str, Any], zero_point
     if lens_light:
         for k in ("magnitude", "R_sersic", "n_sersic", "e1", "e2"):
             p[f"lens_light_{k}"] = draw(lens_light[k], rng)
+        if lens_cfg.get("light_traces_mass"):  # drawn above all the same: every later draw keeps its value
+            p["lens_light_e1"], p["lens_light_e2"] = p["lens_e1"], p["lens_e2"]
         p["lens_light_R_sersic"] = max(p["lens_light_R_sersic"], 0.05)
         kw = {k: p[f"lens_light_{k}"] for k in ("R_sersic", "n_sersic", "e1", "e2")}
         kw.update(center_x=cx, center_y=cy)
