@@ -91,9 +91,10 @@ def _band(name: str, exposure_time: float, sky: float, zero_point: float, psf: d
 
 
 def setting_config(setting: str, *, n_train: int, n_val: int, n_test: int, shard_size: int, max_epochs: int,
-                   flow: dict[str, Any], train: dict[str, Any]) -> dict[str, Any]:
+                   flow: dict[str, Any], train: dict[str, Any], light_traces_mass: bool = False) -> dict[str, Any]:
     """``config/survey.yaml`` (multi-band, DES-like) turned into the anchor's setting: instrument, lens prior, no
-    subhalos, no point source, datasets of the given sizes, every pixel kept (no mask)."""
+    subhalos, no point source, datasets of the given sizes, every pixel kept (no mask). ``light_traces_mass``: a
+    variant, not the anchor's stated setting — the lens light takes the mass's e1, e2 (``lens.light_traces_mass``)."""
     cfg = yaml.safe_load((ROOT / "config" / "survey.yaml").read_text())
     lens = cfg["lens"]
     lens.pop("point_source", None)
@@ -134,6 +135,7 @@ def setting_config(setting: str, *, n_train: int, n_val: int, n_test: int, shard
         colors = lens[component]["colors"]
         lens[component]["colors"] = {b: v for b, v in colors.items() if b in ("g", "r")}
     cfg["renderer"] = {"epl_model": "EPL_NUMBA"}
+    lens["light_traces_mass"] = bool(light_traces_mass)
     pop = {"profile": "EPL", "gamma": {"uniform": [1.1, 2.9]}, "n_sub": 0, "placement_threshold": 0.2}
     sizes = {"train": n_train, "val": n_val, "test": n_test}
     cfg["datasets"] = {}
@@ -153,6 +155,25 @@ def setting_config(setting: str, *, n_train: int, n_val: int, n_test: int, shard
     cfg["flow"] = dict(flow, targets=list(targets))
     cfg["train"] = dict(train, max_epochs=max_epochs)
     return cfg
+
+
+def check_workdir(work: Path, cfg: dict[str, Any]) -> None:
+    """Refuse a ``--workdir`` whose simulations were made with another lens prior or instrument (e.g. the
+    ``--light-traces-mass`` variant in a workdir of the stated setting): existing shards are reused by path, so a
+    silent mix would train on the wrong data."""
+    old_path = work / "config.yaml"
+    if not old_path.exists() or not any((work / "sims").glob("*/shard_*.zarr")):
+        return
+    old = yaml.safe_load(old_path.read_text())
+    for section in ("lens", "instrument"):
+        a, b = dict(old.get(section) or {}), dict(cfg[section])
+        if section == "lens":  # workdirs from before the key existed hold light_traces_mass: false data
+            a.setdefault("light_traces_mass", False)
+            b.setdefault("light_traces_mass", False)
+        if a != b:
+            keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            raise ValueError(f"--workdir {work}: its simulations were made with another {section} "
+                             f"({', '.join(f'{section}.{k}' for k in keys)} differ); use a fresh workdir")
 
 
 def _simulate(task: tuple[dict[str, Any], str, int, str]) -> float:
@@ -505,8 +526,10 @@ def run(args: Any, *, flow: dict[str, Any], train: dict[str, Any], validated: Ca
     n_fit = args.n_train - args.n_val  # the seed's 90 % "train" = fit + 10 % validation (its validation fraction)
     shard = args.shard_size
     cfg = setting_config(setting, n_train=n_fit, n_val=args.n_val, n_test=args.n_test, shard_size=shard,
-                         max_epochs=args.max_epochs, flow=flow, train=train)
+                         max_epochs=args.max_epochs, flow=flow, train=train,
+                         light_traces_mass=args.light_traces_mass)
     work: Path = args.work
+    check_workdir(work, cfg)
     cfg = validated(cfg, work / "config.yaml")
     sim_cpu = simulate_all(cfg, work, args.procs, full_masks)
     t_sim = time.perf_counter() - t_start
@@ -539,7 +562,8 @@ def run(args: Any, *, flow: dict[str, Any], train: dict[str, Any], validated: Ca
     result.update({"n_train": n_fit, "n_val": args.n_val, "n_test": n_test, "bands": [b["name"] for b in
                    cfg["instrument"]["bands"]], "pixel_scale": cfg["instrument"]["pixel_scale"],
                    "num_pix": cfg["instrument"]["num_pix"], "simulate_s": round(t_sim),
-                   "quick": bool(args.quick), "total_s": round(time.perf_counter() - t_start), "setting": setting})
+                   "quick": bool(args.quick), "total_s": round(time.perf_counter() - t_start),
+                   "light_traces_mass": bool(args.light_traces_mass), "setting": setting})
     if not args.peer_only:
         print(delve_table(result) if setting == "seeds-delve" else holismokes_table(result), flush=True)
     return result

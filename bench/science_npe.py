@@ -251,6 +251,9 @@ def main() -> None:
     ap.add_argument("--peer-only", action="store_true",
                     help="seeds-delve: simulate (or reuse --workdir's images) and run only the sbi peer; its result is "
                          "kept in the workdir and reused by the full run on the same workdir")
+    ap.add_argument("--light-traces-mass", action="store_true",
+                    help="anchor settings, a variant (not the anchor's stated data): the lens light takes the mass's "
+                         "e1, e2 (lens.light_traces_mass); the JSON says light_traces_mass: true")
     ap.add_argument("--train-seed", type=int, default=None,
                     help="anchor settings: seed of our flow's training only (the simulations keep the config's seed: "
                          "another training seed on the same data, for the spread of a metric over runs)")

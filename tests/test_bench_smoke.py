@@ -273,3 +273,18 @@ def test_paired_r2_difference():
     lo, hi = A.paired_r2_difference(truth + 0.5 * noise, truth + noise, truth, cols, n_boot=200)["e1"]
     assert 0 < lo <= hi  # R² 0.8 vs 0.0 in expectation
     assert hi - lo < 0.3
+
+
+def test_workdir_of_another_variant_is_refused(tmp_path):
+    """A workdir whose shards were simulated with another lens prior (here the --light-traces-mass variant) is refused
+    with the differing key named, instead of silently reusing its shards; the same prior passes."""
+    import yaml
+
+    A = _anchors()
+    kw = dict(n_train=90, n_val=10, n_test=10, shard_size=10, max_epochs=1, flow={"targets": []}, train={})
+    cfg = A.setting_config("seeds-delve", **kw)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "sims" / "train" / "shard_0.zarr").mkdir(parents=True)
+    A.check_workdir(tmp_path, A.setting_config("seeds-delve", **kw))
+    with pytest.raises(ValueError, match=r"lens\.light_traces_mass differ"):
+        A.check_workdir(tmp_path, A.setting_config("seeds-delve", light_traces_mass=True, **kw))
