@@ -659,7 +659,18 @@ def peer(args: Any, cfg: dict[str, Any], data: Path, cache: Path,
         if cached.get("key") == key:
             print(f"[{setting}] sbi peer: result of an earlier run on this workdir ({done})", flush=True)
             posterior = _load_pickle(saved) if saved.exists() else None
-            return cached["result"], None if posterior is None else sbi_sampler(posterior, args.n_samples)
+            if posterior is None:
+                return cached["result"], None
+            sampler = sbi_sampler(posterior, args.n_samples)
+            if not (cache / "test_point_estimates.npz").exists():  # a cache from before they were kept
+                import torch
+
+                images, masks, _, _, _ = _test_set(args.work, list(cfg["flow"]["targets"]))
+                torch.set_num_threads(args.sample_threads)
+                s_sbi = np.concatenate([sampler(images[i:i + 250], masks[i:i + 250])
+                                        for i in range(0, len(images), 250)]).astype(np.float64)
+                np.savez(cache / "test_point_estimates.npz", median=np.median(s_sbi, axis=1), mean=s_sbi.mean(axis=1))
+            return cached["result"], sampler
     lock.write_text(str(os.getpid()))
     try:
         from lensinfer import physics
@@ -718,7 +729,8 @@ def delve_context(cfg: dict[str, Any], work: Path, quick: bool = False) -> dict[
     """What the seeds-delve R² are measured against, on the same test lenses: ``r2_bound_<sigma_v|z_l|z_s>``, the
     ceilings of :func:`r2_bounds` (θE known exactly, no redshift information in the images); and, when both
     estimators' point estimates are in the workdir, ``r2_minus_sbi_ci95`` / ``r2_mean_minus_sbi_ci95``: the paired
-    bootstrap 95 % interval of R²(ours) − R²(sbi) per parameter (posterior medians / means)."""
+    bootstrap 95 % interval of R²(ours) − R²(sbi) per parameter (posterior medians / means), and sbi's R² of the
+    posterior mean (``sbi_r2_mean_<param>``)."""
     _, _, truths, _, _ = _test_set(work, SEEDS_DELVE_TARGETS)
     col = {c: truths[:, j] for j, c in enumerate(SEEDS_DELVE_TARGETS)}
     lens = cfg["lens"]
@@ -730,6 +742,8 @@ def delve_context(cfg: dict[str, Any], work: Path, quick: bool = False) -> dict[
     ours_pe, sbi_pe = work / "model" / "test_point_estimates.npz", work / "sbi" / "test_point_estimates.npz"
     if ours_pe.exists() and sbi_pe.exists():
         a, b = np.load(ours_pe), np.load(sbi_pe)
+        for j, c in enumerate(SEEDS_DELVE_TARGETS):  # sbi's posterior-mean R² (also for a cache from before)
+            out[f"sbi_r2_mean_{SHORT[c]}"] = round(r2_score(b["mean"][:, j], truths[:, j]), 5)
         for key, name in (("median", "r2_minus_sbi_ci95"), ("mean", "r2_mean_minus_sbi_ci95")):
             out[name] = paired_r2_difference(a[key], b[key], truths, SEEDS_DELVE_TARGETS,
                                              n_boot=200 if quick else 2000)
@@ -753,14 +767,14 @@ def side_by_side(samplers: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarr
     for r in range(args.timing_repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
             _, sec = timed_samples(samplers[name], images, masks, n_lenses=args.timing_lenses)
-            runs[name].append(round(sec, 2))
+            runs[name].append(round(sec, 4))  # 4 decimals: a --quick timing of milliseconds never rounds to 0
             print(f"[{args.setting}] side by side, round {r + 1}: {name} {sec:.1f} s", flush=True)
     out: dict[str, Any] = {"timing_repeats": args.timing_repeats, "sampling_side_by_side": len(names) > 1}
     for name in names:
         prefix = "" if name == "ours" else f"{name}_"
         med = float(np.median(runs[name]))
         out[f"{prefix}sampling_runs_s"] = runs[name]
-        out[f"{prefix}sampling_median_s"] = round(med, 2)
+        out[f"{prefix}sampling_median_s"] = round(med, 4)
         out[f"{prefix}seconds_2500_lenses_5000_samples"] = round(med, 1) if full else None
     if len(names) > 1:
         out["sbi_over_ours_sampling"] = round(float(np.median(runs["sbi"]) / np.median(runs["ours"])), 2)

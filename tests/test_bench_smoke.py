@@ -163,7 +163,7 @@ def test_bench_npe_seeds_delve_quick():
     assert out["train_s"] >= 0 and "--no-sbi" in out["sbi_skipped"]
     # the sampling timer repeated (default 3 rounds), the median reported; no peer, so nothing side by side
     assert out["timing_repeats"] == 3 and len(out["sampling_runs_s"]) == 3 and out["sampling_side_by_side"] is False
-    assert out["sampling_median_s"] == pytest.approx(sorted(out["sampling_runs_s"])[1], abs=0.01)
+    assert out["sampling_median_s"] == sorted(out["sampling_runs_s"])[1] > 0
     assert "sbi_sampling_runs_s" not in out and "r2_minus_sbi_ci95" not in out
     for p in SEEDS_DELVE_PARAMS:
         assert math.isfinite(out[f"r2_mean_{p}"]) and out[f"r2_mean_{p}"] <= 1
@@ -180,6 +180,7 @@ def test_bench_npe_seeds_delve_sbi_quick(tmp_path):
     args = ("--setting", "seeds-delve", "--quick", "--threads", "1", "--workdir", str(tmp_path))
     alone = _run_args("science_npe.py", *args, "--peer-only")
     assert "r2_e1" not in alone and alone["setting"] == "seeds-delve"
+    (tmp_path / "sbi" / "test_point_estimates.npz").unlink()  # as a cache from before they were kept: remade
     out = _run_args("science_npe.py", *args)
     for p in SEEDS_DELVE_PARAMS:
         assert math.isfinite(out[f"sbi_r2_{p}"]) and math.isfinite(out[f"r2_{p}"])
