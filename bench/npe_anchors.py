@@ -19,7 +19,15 @@ deeplenstronomy, HSC-SSP Wide), summarised in :data:`DELVE` and :data:`HSC` belo
   source position, through ``lensinfer.derived.derived_quantities``, as they did.
 
 Sampling speed is measured on all 2 500 lenses × 5 000 samples (the 1 000 test lenses tiled), embedding + sampling
-in the timer, for ours and sbi's alike; the metrics use the first 1 000 lenses of that same timed draw.
+in the timer, for ours and sbi's alike; the metrics use the first 1 000 lenses of the first timed draw. Then
+:func:`side_by_side` re-times both estimators in alternating rounds (``--timing-repeats``, default 3; the sbi
+posterior is pickled in the workdir so a later run can re-time it) and reports the medians and their ratio.
+
+Beside the anchor's table, seeds-delve reports what its numbers are measured against: :func:`r2_bounds`, the R²
+ceilings of σ_v, z_l and z_s when θE is known exactly and the images carry no redshift information (in the seed's
+prior σ_v is not fixed by θE alone), and :func:`paired_r2_difference`, a paired bootstrap of R²(ours) − R²(sbi) on
+the same test lenses. ``--light-traces-mass`` is a labelled variant (the lens light takes the mass's e1, e2), not the
+anchor's stated data; ``--train-seed`` retrains ours on the same data for the spread over training runs.
 """
 
 from __future__ import annotations
