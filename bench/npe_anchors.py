@@ -618,7 +618,7 @@ def ours(args: Any, cfg: dict[str, Any], data: Path, out: Path,
     sampler = ours_sampler(out / "model.pt", args.n_samples)
     samples, seconds = timed_samples(sampler, images, masks, n_lenses=args.timing_lenses)
     samples = samples[:n_test].astype(np.float64)
-    np.savez(out / "test_point_estimates.npz", median=np.median(samples, axis=1), mean=samples.mean(axis=1))
+    save_point_estimates(out, samples)
     print(f"[{setting}] ours: {args.timing_lenses} lenses × {args.n_samples} samples in {seconds:.1f} s", flush=True)
     result: dict[str, Any] = {}
     if setting == "seeds-delve":
@@ -673,11 +673,9 @@ def peer(args: Any, cfg: dict[str, Any], data: Path, cache: Path,
             if not (cache / "test_point_estimates.npz").exists():  # a cache from before they were kept
                 import torch
 
-                images, masks, _, _, _ = _test_set(args.work, list(cfg["flow"]["targets"]))
+                images, masks, _, _, _ = _test_set(args.work, [])
                 torch.set_num_threads(args.sample_threads)
-                s_sbi = np.concatenate([sampler(images[i:i + 250], masks[i:i + 250])
-                                        for i in range(0, len(images), 250)]).astype(np.float64)
-                np.savez(cache / "test_point_estimates.npz", median=np.median(s_sbi, axis=1), mean=s_sbi.mean(axis=1))
+                save_point_estimates(cache, timed_samples(sampler, images, masks, n_lenses=len(images))[0])
             return cached["result"], sampler
     lock.write_text(str(os.getpid()))
     try:
@@ -711,7 +709,7 @@ def peer(args: Any, cfg: dict[str, Any], data: Path, cache: Path,
         s_sbi, sec_sbi = timed_samples(sbi_sampler(posterior, args.n_samples), images, masks,
                                        n_lenses=args.timing_lenses)
         s_sbi = s_sbi[:n_test].astype(np.float64)
-        np.savez(cache / "test_point_estimates.npz", median=np.median(s_sbi, axis=1), mean=s_sbi.mean(axis=1))
+        save_point_estimates(cache, s_sbi)
         print(f"[{setting}] sbi: {args.timing_lenses} lenses × {args.n_samples} samples in {sec_sbi:.1f} s",
               flush=True)
         result: dict[str, Any] = {}
@@ -731,6 +729,12 @@ def _load_pickle(path: Path) -> Any:
     """The sbi posterior this bench pickled itself in its own workdir (never a file from elsewhere)."""
     with open(path, "rb") as fh:
         return pickle.load(fh)
+
+
+def save_point_estimates(folder: Path, samples: np.ndarray) -> None:
+    """Posterior medians and means (N, P) of the test lenses' samples (N, S, P), ``test_point_estimates.npz`` in
+    ``folder``: what :func:`delve_context` compares between the estimators."""
+    np.savez(folder / "test_point_estimates.npz", median=np.median(samples, axis=1), mean=samples.mean(axis=1))
 
 
 def delve_context(cfg: dict[str, Any], work: Path, quick: bool = False) -> dict[str, Any]:
