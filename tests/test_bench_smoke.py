@@ -287,5 +287,9 @@ def test_workdir_of_another_variant_is_refused(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     (tmp_path / "sims" / "train" / "shard_0.zarr").mkdir(parents=True)
     A.check_workdir(tmp_path, A.setting_config("seeds-delve", **kw))
+    before = (tmp_path / "config.yaml").read_text()
     with pytest.raises(ValueError, match=r"lens\.light_traces_mass differ"):
         A.check_workdir(tmp_path, A.setting_config("seeds-delve", light_traces_mass=True, **kw))
+    # refused before anything is written: the workdir's record of its simulations is untouched, nothing added
+    assert (tmp_path / "config.yaml").read_text() == before
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["config.yaml", "sims"]
